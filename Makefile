@@ -1,0 +1,29 @@
+# `make demo` and `make test` are the whole set-up: each creates .venv on first use and
+# reinstalls only when pyproject.toml is newer than the last install.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test readme clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m resnetlab.demo
+
+# pytest exits 5 when it collects no test: that is a failure here, not a pass.
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Regenerate the generated parts of README.md (model table) from the code.
+readme: $(STAMP)
+	$(PY) -m resnetlab.docs README.md
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,1 @@
+"""Analysis: complexity, layer responses, gradient norms, plots, reports."""

@@ -1,0 +1,5 @@
+"""Data sets and transforms."""
+
+from .transforms import normalize
+
+__all__ = ["normalize"]

@@ -1,0 +1,269 @@
+"""ResNet and its plain twin (He et al. 2015), ImageNet form: paper Table 1.
+
+One :class:`ResNet` class builds every residual and plain network of the paper, the CIFAR
+nets of section 4.2 included (see ``cifar_resnet.py``): the stage table is data, and
+``_make_stage`` is the only place stages are assembled.  State-dict keys are torchvision's
+(``conv1 bn1 layer1.0.conv1 ... layer2.0.downsample.0/1 ... fc``), so torchvision ResNet
+checkpoints load strictly into ``variant="v1.5"``.  Paper stage ``conv2_x`` is ``layer1``,
+``conv3_x`` is ``layer2``, and so on (:data:`STAGE_NAMES`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence, Type, Union
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import register_model
+from .layers import ShortcutOption, check_choice, conv1x1, conv3x3, he_init_, make_shortcut
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "IMAGENET_STAGES", "STAGE_NAMES", "resnet", "plain"]
+
+PAPER = "He et al. 2015, Table 1"
+Variant = Literal["v1", "v1.5"]
+SHORTCUTS = ("A", "B", "C")
+VARIANTS = ("v1", "v1.5")
+
+#: paper Table 1 stage names -> module names (torchvision's keys)
+STAGE_NAMES = {"conv2_x": "layer1", "conv3_x": "layer2", "conv4_x": "layer3", "conv5_x": "layer4"}
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (Fig. 2 / Fig. 5 left): y = ReLU(F(x) + shortcut(x)).
+
+    With ``shortcut=None`` it is a plain block: y = ReLU(F(x)).
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: ShortcutOption = "B",
+        variant: Variant = "v1",
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        # torchvision calls the shortcut module "downsample"; we keep its keys.
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride)
+        self.residual = shortcut is not None
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+
+        if self.residual:
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out = out + identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand x4 (Fig. 5 right), for ResNet-50/101/152.
+
+    ``variant="v1"`` (the paper and its Caffe models) puts the stride of a downsampling
+    block on the first 1x1 conv; ``"v1.5"`` (torchvision, timm) puts it on the 3x3.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: ShortcutOption = "B",
+        variant: Variant = "v1",
+    ) -> None:
+        super().__init__()
+        stride_1x1, stride_3x3 = (stride, 1) if variant == "v1" else (1, stride)
+        self.conv1 = conv1x1(in_planes, planes, stride_1x1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride_3x3)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = make_shortcut(shortcut, in_planes, planes * self.expansion, stride)
+        self.residual = shortcut is not None
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+
+        out = self.conv3(out)
+        out = self.bn3(out)
+
+        if self.residual:
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out = out + identity
+        return self.relu(out)
+
+
+Block = Type[Union[BasicBlock, Bottleneck]]
+
+
+class ResNet(nn.Module):
+    """A stem, stages of residual (or plain) blocks, global average pool and a linear classifier.
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        layers: blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-34/50.
+        widths: ``planes`` of each stage (``(64, 128, 256, 512)`` on ImageNet, ``(16, 32, 64)`` on CIFAR).
+        num_classes: classifier outputs.
+        shortcut: ``"A"``, ``"B"``, ``"C"`` (section 4.1), or ``None`` for the plain net.
+        variant: where a downsampling bottleneck strides, ``"v1"`` (paper) or ``"v1.5"``.
+        stem: ``"imagenet"`` (7x7/64 stride 2 conv + 3x3 stride-2 max pool) or ``"cifar"``
+            (3x3 conv with ``widths[0]`` filters, section 4.2).
+        zero_init_residual: start the last BN of every residual branch at zero (not the paper's).
+        in_chans: input channels.
+    """
+
+    def __init__(
+        self,
+        block: Block,
+        layers: Sequence[int],
+        widths: Sequence[int] = (64, 128, 256, 512),
+        num_classes: int = 1000,
+        shortcut: ShortcutOption = "B",
+        variant: Variant = "v1",
+        stem: Literal["imagenet", "cifar"] = "imagenet",
+        zero_init_residual: bool = False,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        check_choice("shortcut", shortcut, SHORTCUTS + (None,))
+        check_choice("variant", variant, VARIANTS)
+        check_choice("stem", stem, ("imagenet", "cifar"))
+        if len(layers) != len(widths) or any(n < 1 for n in layers):
+            raise ConfigError(f"layers {tuple(layers)} must be positive and match widths {tuple(widths)}")
+        self.block = block
+        self.shortcut = shortcut
+        self.variant = variant
+        self.in_planes = widths[0] if stem == "cifar" else 64
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = conv3x3(in_chans, self.in_planes)
+        self.bn1 = nn.BatchNorm2d(self.in_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        self.stage_names: list[str] = []
+        for i, (planes, blocks) in enumerate(zip(widths, layers)):
+            name = f"layer{i + 1}"
+            # The first stage keeps the resolution (the max pool or the 32x32 input already
+            # set it); every later stage starts with stride 2 (Table 1, section 4.2).
+            self.add_module(name, self._make_stage(planes, blocks, stride=1 if i == 0 else 2))
+            self.stage_names.append(name)
+        self.num_features = self.in_planes
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(self.num_features, num_classes)
+        he_init_(self, zero_init_residual)
+
+    def _make_stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        stage = []
+        for i in range(blocks):
+            stage.append(self.block(self.in_planes, planes, stride if i == 0 else 1, self.shortcut, self.variant))
+            self.in_planes = planes * self.block.expansion
+        return nn.Sequential(*stage)
+
+    def get_classifier(self) -> nn.Linear:
+        """The final fully-connected layer (used by the fully-convolutional test, Table 4)."""
+        return self.fc
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and all stages: the last feature map (N, num_features, H/32, W/32 on ImageNet)."""
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool and the classifier; ``pre_logits`` stops after pooling."""
+        x = torch.flatten(self.avgpool(x), 1)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+#: paper Table 1: depth -> (block, blocks per stage conv2_x..conv5_x)
+IMAGENET_STAGES: dict[int, tuple[Block, tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+def resnet(
+    depth: int,
+    num_classes: int = 1000,
+    shortcut: ShortcutOption = "B",
+    variant: Variant = "v1",
+    zero_init_residual: bool = False,
+    in_chans: int = 3,
+) -> ResNet:
+    """ImageNet ResNet of paper Table 1 (``depth`` in 18, 34, 50, 101, 152)."""
+    if depth not in IMAGENET_STAGES:
+        raise ConfigError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, got {depth!r}")
+    block, layers = IMAGENET_STAGES[depth]
+    return ResNet(
+        block,
+        layers,
+        num_classes=num_classes,
+        shortcut=shortcut,
+        variant=variant,
+        zero_init_residual=zero_init_residual,
+        in_chans=in_chans,
+    )
+
+
+def plain(
+    depth: int,
+    num_classes: int = 1000,
+    variant: Variant = "v1",
+    in_chans: int = 3,
+) -> ResNet:
+    """The plain twin of :func:`resnet`: the same stacks with no shortcuts (section 4.1)."""
+    return resnet(depth, num_classes=num_classes, shortcut=None, variant=variant, in_chans=in_chans)
+
+
+for _depth in IMAGENET_STAGES:
+    register_model(f"resnet{_depth}", family="resnet", paper=PAPER, depth=_depth)(resnet)
+    register_model(f"plain{_depth}", family="plain", paper=PAPER, depth=_depth)(plain)

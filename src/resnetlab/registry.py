@@ -1,0 +1,111 @@
+"""Model registry: name -> builder, with the paper each model comes from.
+
+A builder is a function ``(num_classes=..., **kwargs) -> nn.Module`` registered with
+:func:`register_model`.  ``create_model`` checks keyword arguments against the builder's
+signature so that a typo is a clear :class:`ConfigError`, never a silent default.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from .errors import ConfigError, UnknownModelError
+
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about one model name."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    paper: str
+    input_size: tuple[int, int, int]
+    num_classes: int
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    family: str,
+    paper: str,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    num_classes: int = 1000,
+    **defaults: Any,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``builder`` under ``name`` (default: the function's name).
+
+    ``defaults`` are keyword arguments bound for this name, e.g. ``depth=20`` for
+    ``cifar_resnet20`` built by the generic ``cifar_resnet`` builder.
+    """
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or builder.__name__
+        if key in _REGISTRY:
+            raise RuntimeError(f"model {key!r} registered twice")
+        _REGISTRY[key] = ModelInfo(key, builder, family, paper, input_size, num_classes, dict(defaults))
+        return builder
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the model package runs every @register_model decorator.
+    from . import models  # noqa: F401
+
+
+def model_info(name: str) -> ModelInfo:
+    """Registry entry of ``name``; :class:`UnknownModelError` names close matches."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (see `resnetlab list`)"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching the glob ``pattern``, in registration order."""
+    _ensure_loaded()
+    return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
+
+
+def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name``.
+
+    ``num_classes`` defaults to the model's data set (1000 for ImageNet, 10 for CIFAR-10).
+    Unknown keyword arguments and bad values raise :class:`ConfigError`.
+    """
+    info = model_info(name)
+    params = dict(info.defaults)
+    params.update(kwargs)
+    params["num_classes"] = info.num_classes if num_classes is None else num_classes
+    if not isinstance(params["num_classes"], int) or params["num_classes"] < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {params['num_classes']!r}")
+    sig = inspect.signature(info.builder)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    unknown = [k for k in params if k not in sig.parameters and not accepts_any]
+    if unknown:
+        allowed = ", ".join(p for p in sig.parameters if p != "num_classes")
+        raise ConfigError(f"{name}: unknown argument(s) {', '.join(map(repr, unknown))}; accepted: {allowed}")
+    fixed = [k for k in kwargs if k in info.defaults and kwargs[k] != info.defaults[k]]
+    if fixed:
+        raise ConfigError(
+            f"{name}: {fixed[0]}={info.defaults[fixed[0]]!r} is fixed by the name; "
+            f"use the generic builder {info.builder.__name__!r} for other values"
+        )
+    return info.builder(**params)
