@@ -108,4 +108,9 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn
             f"{name}: {fixed[0]}={info.defaults[fixed[0]]!r} is fixed by the name; "
             f"use the generic builder {info.builder.__name__!r} for other values"
         )
-    return info.builder(**params)
+    model = info.builder(**params)
+    # Plain attributes (not in the state dict): what save_weights writes into a weights file
+    # so that load_weights can rebuild exactly this architecture.
+    model.resnetlab_name = name
+    model.resnetlab_kwargs = {k: v for k, v in params.items() if k not in info.defaults}
+    return model

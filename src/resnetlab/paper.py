@@ -1,0 +1,47 @@
+"""The papers' tables as data: one place for every number resnetlab compares itself with.
+
+Used by the tests, the README's model table and ``resnetlab reproduce``.  Sources are in
+``../shared/docs/PAPER.md``; where a number is copied from a paper the comment names the table.
+"""
+
+from __future__ import annotations
+
+# He et al. 2015, Table 1: multiply-adds ("FLOPs") at 224x224, in units of 1e9.
+TABLE1_GMACS: dict[str, float] = {
+    "resnet18": 1.8,
+    "resnet34": 3.6,
+    "resnet50": 3.8,
+    "resnet101": 7.6,
+    "resnet152": 11.3,
+    "vgg16": 15.3,
+    "vgg19": 19.6,
+}
+
+# He et al. 2015, Tables 2-4: ImageNet val error (%) as (top-1, top-5); None where not reported.
+IMAGENET_10CROP_ERR: dict[str, tuple[float | None, float | None]] = {
+    "plain18": (27.94, None),
+    "plain34": (28.54, 10.02),
+    "resnet18": (27.88, None),
+    "resnet34_A": (25.03, 7.76),
+    "resnet34_B": (24.52, 7.46),
+    "resnet34_C": (24.19, 7.40),
+    "resnet50": (22.85, 6.71),
+    "resnet101": (21.75, 6.05),
+    "resnet152": (21.43, 5.71),
+}
+IMAGENET_MULTISCALE_ERR: dict[str, tuple[float, float]] = {
+    "resnet50": (20.74, 5.25),
+    "resnet101": (19.87, 4.60),
+    "resnet152": (19.38, 4.49),
+}
+
+# He et al. 2015, Table 6 (CIFAR-10 test error %, option A): depth -> (params in M, error %).
+CIFAR10_TABLE6: dict[int, tuple[float, float]] = {
+    20: (0.27, 8.75),
+    32: (0.46, 7.51),
+    44: (0.66, 7.17),
+    56: (0.85, 6.97),
+    110: (1.7, 6.43),
+    1202: (19.4, 7.93),
+}
+CIFAR10_RESNET110_MEAN_STD = (6.61, 0.16)  # over 5 runs, Table 6

@@ -1,0 +1,43 @@
+"""Shared fixtures. Data and weights from ../shared are read in place, never copied into the repo."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RESNETLAB_SHARED", REPO.parent / "shared"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the repository (or $RESNETLAB_SHARED); skips when absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder {SHARED} is absent")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def akamaster_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "weights" / "cifar10-akamaster"
+    if not (path / "resnet20-12fca82f.th").is_file():
+        pytest.skip(f"akamaster checkpoints absent from {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar10_jpeg_root(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared CIFAR-10 JPEG training copy, extracted once per session: ``ROOT/train/<class>/*.jpg``."""
+    tar = shared_dir / "data" / "cifar10-jpeg" / "train.tar.gz"
+    if not tar.is_file():
+        pytest.skip(f"CIFAR-10 JPEG copy absent: {tar}")
+    root = tmp_path_factory.mktemp("cifar10-jpeg")
+    with tarfile.open(tar) as tf:
+        tf.extractall(root, filter="data")
+    return root
