@@ -76,6 +76,138 @@ def cmd_info(args: argparse.Namespace) -> None:
             print(f"{key}: {value}")
 
 
+# ----------------------------------------------------------------------------- reproduce / report
+
+
+@command
+def add_reproduce(sub: Any) -> None:
+    p = sub.add_parser("reproduce", help="re-run one of the paper's experiments (tables, figures)")
+    p.add_argument("experiment", help="table1, cifar_table6, fig6, fig7 or gradients")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="shorten or adjust: iterations=2000 depths=[20,56] seeds=[0,1] train_subset=5000 device=cuda")
+    p.add_argument("--data", default=None, help="NAME=PATH, e.g. cifar10=/data/cifar10 (digits for a smoke run)")
+    p.add_argument("--out", default=None, help="output root (default runs/reproduce)")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import run_experiment
+
+    folder = run_experiment(args.experiment, args.overrides, data=args.data, out=args.out)
+    print((folder / "table.md").read_text(), end="")
+    print(f"written: {folder}")
+
+
+@command
+def add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="write results/REPORT.md from the experiments under a reproduce root")
+    p.add_argument("--out", default=None, help="the reproduce root to read (default runs/reproduce)")
+    p.add_argument("--results", default="results", help="where REPORT.md, its PNGs and our weights go")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    print(f"written: {write_report(args.out, args.results)}")
+
+
+# ----------------------------------------------------------------------------- eval / import / export / predict
+
+
+@command
+def add_eval(sub: Any) -> None:
+    from .evaluate import PROTOCOLS
+
+    p = sub.add_parser("eval", help="evaluate a weights file (or a model name, random weights) on a data set")
+    p.add_argument("target", metavar="MODEL_OR_WEIGHTS")
+    p.add_argument("--data", required=True, help="digits, cifar10=PATH, cifar100=PATH, imagenet=PATH, folder=PATH")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                   help="default: full for CIFAR-size models, center otherwise")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="folder for per_class.json and confusion.png")
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import run_eval
+
+    result = run_eval(args.target, args.data, split=args.split, protocol=args.protocol, batch_size=args.batch_size,
+                      device=args.device, out_dir=args.out)
+    if not args.json:
+        print(f"{result['model']} on {result['dataset']}/{result['split']} ({result['protocol']}): "
+              f"top-1 error {100 * result['top1_err']:.2f} %, top-5 error {100 * result['top5_err']:.2f} % "
+              f"({result['correct']}/{result['n']} correct)")
+    _print_json(result)
+
+
+@command
+def add_import(sub: Any) -> None:
+    from .importers import IMPORTERS
+
+    p = sub.add_parser("import", help="convert a foreign checkpoint into a resnetlab weights file")
+    p.add_argument("source", choices=list(IMPORTERS))
+    p.add_argument("file")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.safetensors")
+    p.add_argument("--model", default=None, help="target model (default: detected from the checkpoint)")
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from .importers import import_weights
+
+    meta = import_weights(args.source, args.file, args.out, model=args.model)
+    print(f"{args.out}: {meta.model} {meta.kwargs}, {len(meta.classes)} classes, input {list(meta.input_size)}, "
+          f"source {meta.source}")
+
+
+@command
+def add_export(sub: Any) -> None:
+    from .export import FORMATS
+
+    p = sub.add_parser("export", help="export a weights file to ONNX or TorchScript")
+    p.add_argument("weights")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("-o", "--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    result = export(args.weights, args.format, args.out)
+    diff = result["max_abs_diff"]
+    check = "not checked (install onnxruntime)" if diff is None else f"max |diff| vs PyTorch {diff:.2e}"
+    print(f"{result['out']}: {result['model']} as {result['format']}, {check}")
+
+
+@command
+def add_predict(sub: Any) -> None:
+    p = sub.add_parser("predict", help="top-5 classes of images under a weights file")
+    p.add_argument("weights")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=5, help="classes shown per image")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import predict
+
+    results = predict(args.weights, args.images, top_k=args.top, device=args.device)
+    if args.json:
+        _print_json(results)
+        return
+    for result in results:
+        print(result["image"])
+        for rank, hit in enumerate(result["top"], 1):
+            print(f"  {rank}. {100 * hit['prob']:6.2f} %  {hit['class']}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

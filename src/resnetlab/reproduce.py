@@ -1,0 +1,611 @@
+"""The paper's experiments, one command each: experiments are data, runners are functions.
+
+``resnetlab reproduce EXPERIMENT [key=value ...] [--data NAME=PATH] [--out ROOT]`` runs one
+entry of :data:`EXPERIMENTS`.  The defaults of every entry are the paper's settings; a
+``key=value`` override (``iterations=2000``, ``depths=[20,56]``, ``seeds=[0,1,2]``,
+``train_subset=5000``) shortens a run, and every table and plot then says ``shortened: ...``.
+Keys of the training recipe that do not change the experiment (``device``, ``amp``, ...)
+are passed through to :func:`resnetlab.train.train`.
+
+Layout of ``ROOT`` (default ``runs/reproduce``)::
+
+    ROOT/runs/<model>-seed<S>[-<shortening>]/   training run folders, shared between
+                                                 experiments (ResNet-56 is trained once for
+                                                 Table 6, Fig. 6 and Fig. 7); an unfinished
+                                                 one is resumed, a finished one reused
+    ROOT/<experiment>/experiment.json            settings, note, command, hardware, wall time, results
+    ROOT/<experiment>/table.md, *.png            what REPORT.md shows (``resnetlab report``)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from . import paper
+from .analysis.complexity import complexity
+from .analysis.plots import Curve, plot_curves, plot_gradient_norms, plot_responses
+from .config import apply_overrides, parse_overrides
+from .errors import ConfigError, DataError
+from .registry import create_model, list_models, model_info
+
+__all__ = [
+    "Table1Settings",
+    "CifarSettings",
+    "Experiment",
+    "EXPERIMENTS",
+    "DEFAULT_ROOT",
+    "settings_note",
+    "run_experiment",
+    "hardware",
+    "mean_std",
+    "run_summary",
+]
+
+DEFAULT_ROOT = Path("runs/reproduce")
+#: recipe keys that change how fast a run goes, not what it computes: passed through unflagged
+NEUTRAL_TRAIN_KEYS = ("device", "amp", "channels_last", "compile", "num_workers", "log_every", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class Table1Settings:
+    """Table 1: which registered ImageNet models to measure (glob over ``resnetlab list``)."""
+
+    models: str = "*"
+
+
+@dataclass(frozen=True)
+class CifarSettings:
+    """Settings of a CIFAR-10 experiment; each entry's defaults are the paper's (section 4.2).
+
+    ResNets are trained at every depth of ``depths``, plain twins at the depths that are in
+    both ``depths`` and ``plain_depths``.  ``iterations`` (None: the recipe's 64k, milestones
+    scaled with it), ``train_subset`` (None: all 45k training images) and fewer ``depths``
+    or ``seeds`` shorten a run.  ``grad_at`` lists the iterations at which the gradient
+    diagnostic measures (0 = initialisation).
+    """
+
+    depths: tuple[int, ...] = (20, 32, 44, 56, 110)
+    plain_depths: tuple[int, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    iterations: int | None = None
+    train_subset: int | None = None
+    recipe: str = "paper_cifar"
+    grad_at: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for d in self.depths + self.plain_depths:
+            if d < 8 or (d - 2) % 6:
+                raise ConfigError(f"depths: {d} is not a CIFAR depth 6n+2 (20, 32, 44, 56, 110, 1202)")
+        if not self.depths or not self.seeds:
+            raise ConfigError("depths and seeds must not be empty")
+        if self.iterations is not None and self.iterations < 1:
+            raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        if self.train_subset is not None and self.train_subset < 2:
+            raise ConfigError(f"train_subset must be >= 2 images, got {self.train_subset}")
+        if any(t < 0 for t in self.grad_at):
+            raise ConfigError(f"grad_at must be iterations >= 0, got {self.grad_at}")
+
+    def nets(self) -> list[str]:
+        """Registered names of the nets to train: plain twins first, then ResNets, by depth."""
+        plain = [f"cifar_plain{d}" for d in self.depths if d in self.plain_depths]
+        return plain + [f"cifar_resnet{d}" for d in self.depths]
+
+
+Runner = Callable[[Any, "dict[str, Any]", "str | None", Path], dict]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One reproducible experiment: the paper's claim, its settings, and the function running it."""
+
+    name: str
+    paper_ref: str
+    claim: str
+    settings: Any
+    runner: Runner
+    needs_data: bool = True
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def hardware() -> dict[str, Any]:
+    """What ran the experiment: CPU model and threads, GPU name, library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def settings_note(settings: Any, paper_settings: Any, train_overrides: dict[str, Any] | None = None) -> str | None:
+    """``"shortened: iterations=2000 (paper: 64000); ..."`` or None when the paper's settings hold.
+
+    A field differs from the paper unless it only adds depths or seeds to the paper's; a
+    training override outside :data:`NEUTRAL_TRAIN_KEYS` always counts.
+    """
+    parts = []
+    for f in dataclasses.fields(settings):
+        ours, theirs = getattr(settings, f.name), getattr(paper_settings, f.name)
+        if isinstance(ours, tuple) and f.name in ("depths", "seeds") and set(theirs) <= set(ours):
+            continue
+        if ours != theirs:
+            shown = "the recipe's" if theirs is None else _fmt(theirs)
+            parts.append(f"{f.name}={_fmt(ours)} (paper: {shown})")
+    for key, value in sorted((train_overrides or {}).items()):
+        if key not in NEUTRAL_TRAIN_KEYS:
+            parts.append(f"{key}={_fmt(value)} (recipe override)")
+    return "shortened: " + "; ".join(parts) if parts else None
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value), as the paper's "6.61 ± 0.16"."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(err: float | None) -> str:
+    return "-" if err is None else f"{100 * err:.2f}"
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+def run_table1(settings: Table1Settings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+    """Table 1: params and multiply-adds at 224x224 of every registered ImageNet model,
+    beside the paper's figures (:data:`resnetlab.paper.TABLE1_GMACS`, VGG-19's 19.6 G included
+    once ``vgg19`` is registered; paper rows without a registered model are listed as such)."""
+    names = [n for n in list_models(settings.models) if model_info(n).input_size == (3, 224, 224)]
+    if not names:
+        raise ConfigError(f"models={settings.models!r} matches no ImageNet (224x224) model")
+    rows, md_rows = [], []
+    for name in names:
+        # Counting needs shapes only: build and run on the meta device (no memory, no arithmetic).
+        with torch.device("meta"):
+            c = complexity(create_model(name), (3, 224, 224))
+        gmacs = c["macs"] / 1e9
+        theirs = paper.TABLE1_GMACS.get(name)
+        rel = None if theirs is None else gmacs / theirs - 1
+        rows.append({"model": name, "params": c["params"], "macs": c["macs"], "paper_gmacs": theirs,
+                     "rel_diff": rel})
+        md_rows.append([name, f"{c['params'] / 1e6:.2f}", f"{gmacs:.2f}", "-" if theirs is None else f"{theirs}",
+                        "-" if rel is None else f"{100 * rel:+.1f} %"])
+    missing = sorted(set(paper.TABLE1_GMACS) - set(names)) if settings.models == "*" else []
+    for name in missing:
+        md_rows.append([name, "not registered", "-", f"{paper.TABLE1_GMACS[name]}", "-"])
+    table = _markdown_table(["model", "params (M)", "ours GMACs", "paper GMACs", "ours vs paper"], md_rows)
+    _write_text(folder / "table.md", table)
+    return {"rows": rows, "missing": missing}
+
+
+# ----------------------------------------------------------------------------- CIFAR experiments
+
+
+def _paper_recipe(settings: CifarSettings) -> Any:
+    from .recipes import get_recipe
+
+    return get_recipe(settings.recipe)
+
+
+def _train_config(settings: CifarSettings, model: str, seed: int, train_overrides: dict[str, Any]) -> Any:
+    """The recipe for one run: the paper's, with the model, the seed and the shortening applied.
+
+    Shortened runs keep the shape of the schedule: the lr milestones (32k, 48k of 64k,
+    section 4.2) are scaled by ``iterations / 64k``.
+    """
+    recipe = _paper_recipe(settings)
+    changes: dict[str, Any] = {"model": model, "seed": seed}
+    if settings.iterations is not None and settings.iterations != recipe.iterations:
+        scale = settings.iterations / recipe.iterations
+        changes["iterations"] = settings.iterations
+        changes["milestones"] = tuple(max(1, round(m * scale)) for m in recipe.milestones)
+    if settings.train_subset is not None:
+        changes["train_subset"] = settings.train_subset
+    changes.update(train_overrides)
+    return apply_overrides(recipe, changes)
+
+
+def _run_name(model: str, seed: int, settings: CifarSettings, train_overrides: dict[str, Any]) -> str:
+    parts = [model, f"seed{seed}"]
+    if settings.iterations is not None:
+        parts.append(f"it{settings.iterations}")
+    if settings.train_subset is not None:
+        parts.append(f"sub{settings.train_subset}")
+    parts += [f"{k}{_fmt(v)}" for k, v in sorted(train_overrides.items()) if k not in NEUTRAL_TRAIN_KEYS]
+    return "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
+
+
+def _ensure_runs(
+    settings: CifarSettings, train_overrides: dict[str, Any], data: str | None, root: Path
+) -> dict[tuple[str, int], Path]:
+    """Train every (net, seed) of ``settings`` that has no ``final.safetensors`` yet.
+
+    Run folders live in ``root/runs`` so that experiments share them; a folder with a
+    checkpoint but no final weights is resumed (DESIGN: a killed run resumes to the same result).
+    """
+    if data is None:
+        raise ConfigError("this experiment trains networks: give --data cifar10=PATH (or digits for a smoke run)")
+    from .train import train
+
+    runs = {}
+    nets = settings.nets()
+    for seed in settings.seeds:
+        for model in nets:
+            run_dir = root / "runs" / _run_name(model, seed, settings, train_overrides)
+            runs[(model, seed)] = run_dir
+            if (run_dir / "final.safetensors").is_file():
+                print(f"reproduce: {run_dir} is finished; reusing it", file=sys.stderr)
+                continue
+            config = _train_config(settings, model, seed, train_overrides)
+            resume = run_dir.is_dir() and any(run_dir.glob("checkpoint*"))
+            print(f"reproduce: training {model} seed {seed} -> {run_dir}", file=sys.stderr)
+            train(config, data=data, out_dir=run_dir, resume=resume)
+    return runs
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise DataError(f"{run_dir} is not a training run folder (no metrics.jsonl)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _curve(run_dir: Path, label: str) -> Curve:
+    """Training and validation error along a run, from its ``metrics.jsonl``."""
+    curve = Curve(label)
+    for rec in _metrics(run_dir):
+        if rec.get("train_err") is not None:
+            curve.train_iters.append(rec["step"])
+            curve.train_err.append(rec["train_err"])
+        if rec.get("val_err") is not None:
+            curve.val_iters.append(rec["step"])
+            curve.val_err.append(rec["val_err"])
+    return curve
+
+
+def _final_val_err(run_dir: Path) -> float:
+    errs = _curve(run_dir, "").val_err
+    if not errs:
+        raise DataError(f"{run_dir}: no validation error was logged")
+    return errs[-1]
+
+
+def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """What REPORT.md says about one training run folder: model, seed, length, device,
+    wall time, final validation error, and whether it used the full paper recipe."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    records = _metrics(run_dir)
+    steps = [r["step"] for r in records if "step" in r]
+    times = [r["time"] for r in records if "time" in r]
+    val = [r["val_err"] for r in records if r.get("val_err") is not None]
+    recipe = _paper_recipe(CifarSettings())
+    paper_fields = dataclasses.asdict(recipe)
+    full = all(config.get(k) == _jsonable(v) for k, v in paper_fields.items()
+               if k not in ("model", "seed") + NEUTRAL_TRAIN_KEYS)
+    return {
+        "run": run_dir.name,
+        "path": str(run_dir),
+        "model": config["model"],
+        "seed": config["seed"],
+        "iterations_done": max(steps, default=0),
+        "finished": (run_dir / "final.safetensors").is_file(),
+        "device": config.get("device"),
+        "wall_time_s": max(times, default=None),
+        "val_err": val[-1] if val else None,
+        "full": full,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _val_split(data: str) -> Any:
+    from .data import open_dataset
+
+    ds = open_dataset(data, "val")
+    if ds.images is None:
+        raise DataError(f"{data}: the validation split must fit in memory for this experiment (CIFAR, digits)")
+    return ds
+
+
+def _shortened_label(note: str | None) -> str:
+    return f"**{note}**\n\n" if note else ""
+
+
+def run_cifar_table6(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+    """Table 6: validation error of ResNet-20/32/44/56/110 (45k/5k split), mean ± std over seeds,
+    beside the paper's test error.  Our errors are on the 5k hold-out (the paper's model
+    selection split), not on the test set."""
+    runs = _ensure_runs(settings, train_overrides, data, folder.parent)
+    rows, md_rows = [], []
+    for model in settings.nets():
+        depth = model_info(model).defaults["depth"]
+        errs = [_final_val_err(runs[(model, s)]) for s in settings.seeds]
+        mean, std = mean_std(errs)
+        params = complexity(create_model(model), (3, 32, 32))["params"]
+        paper_params, paper_err = paper.CIFAR10_TABLE6.get(depth, (None, None))
+        paper_cell = "-" if paper_err is None else f"{paper_err}"
+        if depth == 110:
+            paper_cell += " (%.2f ± %.2f)" % paper.CIFAR10_RESNET110_MEAN_STD
+        rows.append({"model": model, "depth": depth, "params": params, "val_err": errs, "mean": mean, "std": std,
+                     "best": min(errs), "paper_test_err_pct": paper_err, "paper_params_m": paper_params,
+                     "runs": [str(runs[(model, s)]) for s in settings.seeds]})
+        ours = f"{100 * min(errs):.2f}" + (f" ({100 * mean:.2f} ± {100 * std:.2f}, {len(errs)} runs)" if len(errs) > 1 else "")
+        md_rows.append([model, f"{params / 1e6:.2f}M", "-" if paper_params is None else f"{paper_params}M",
+                        ours, paper_cell])
+    note = settings_note(settings, EXPERIMENTS["cifar_table6"].settings, train_overrides)
+    table = _shortened_label(note) + _markdown_table(
+        ["net", "params", "paper params", "ours: 5k-val error % (best; mean ± std)", "paper: test error %"], md_rows)
+    _write_text(folder / "table.md", table)
+    return {"rows": rows}
+
+
+def run_fig6(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+    """Fig. 6: training curves of plain and residual nets; degradation = deeper plain nets
+    end with higher training and validation error, deeper ResNets with lower."""
+    runs = _ensure_runs(settings, train_overrides, data, folder.parent)
+    seed = settings.seeds[0]
+    note = settings_note(settings, EXPERIMENTS["fig6"].settings, train_overrides)
+    panels: dict[str, list] = {"plain": [], "ResNet": []}
+    rows, md_rows = [], []
+    for model in settings.nets():
+        depth = model_info(model).defaults["depth"]
+        family = "plain" if "plain" in model else "ResNet"
+        curve = _curve(runs[(model, seed)], f"{family}-{depth}")
+        panels[family].append(curve)
+        final_train = curve.train_err[-1] if curve.train_err else None
+        final_val = curve.val_err[-1] if curve.val_err else None
+        rows.append({"model": model, "depth": depth, "family": family, "final_train_err": final_train,
+                     "final_val_err": final_val, "run": str(runs[(model, seed)])})
+        md_rows.append([f"{family}-{depth}", _pct(final_train), _pct(final_val)])
+    plot_curves({k: v for k, v in panels.items() if v}, folder / "fig6.png", note=note)
+    degradation = _degradation(rows)
+    table = _shortened_label(note) + _markdown_table(
+        ["net", "final training error % (last logged)", "final validation error %"], md_rows)
+    table += "\n" + "\n".join(f"- {line}" for line in degradation["lines"]) + "\n"
+    table += "\n![Fig. 6](fig6.png)\n"
+    _write_text(folder / "table.md", table)
+    return {"rows": rows, "degradation": degradation, "seed": seed}
+
+
+def _degradation(rows: list[dict]) -> dict:
+    """Does the plain net's validation error grow with depth while the ResNet's shrinks?"""
+    out: dict[str, Any] = {"lines": []}
+    for family, paper_says in (("plain", "worse"), ("ResNet", "better")):
+        fam = sorted((r for r in rows if r["family"] == family and r["final_val_err"] is not None),
+                     key=lambda r: r["depth"])
+        if len(fam) < 2:
+            continue
+        shallow, deep = fam[0], fam[-1]
+        ours = "worse" if deep["final_val_err"] > shallow["final_val_err"] else "better"
+        out[family] = {"shallow": shallow["model"], "deep": deep["model"], "deeper_is": ours}
+        out["lines"].append(
+            f"{family}-{deep['depth']} vs {family}-{shallow['depth']}: {_pct(deep['final_val_err'])} % vs "
+            f"{_pct(shallow['final_val_err'])} % validation error: deeper is {ours} "
+            f"(paper: {paper_says}) {'- as in the paper' if ours == paper_says else '- NOT as in the paper'}")
+    return out
+
+
+def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+    """Fig. 7: std of each 3x3 layer's response on the 5k validation split, for the trained
+    plain-20/56 and ResNet-20/56/110 (first seed), in layer order and sorted."""
+    from .analysis.responses import layer_responses
+    from .weights import load_weights
+
+    runs = _ensure_runs(settings, train_overrides, data, folder.parent)
+    seed = settings.seeds[0]
+    val = _val_split(data)
+    note = settings_note(settings, EXPERIMENTS["fig7"].settings, train_overrides)
+    curves, rows, md_rows = {}, [], []
+    for model in settings.nets():
+        net, meta = load_weights(runs[(model, seed)] / "final.safetensors")
+        resp = layer_responses(net, val.images, mean=meta.mean, std=meta.std)
+        depth = model_info(model).defaults["depth"]
+        label = f"{'plain' if 'plain' in model else 'ResNet'}-{depth}"
+        stds = [r.std for r in resp]
+        curves[label] = stds
+        rows.append({"model": model, "label": label, "layers": [dataclasses.asdict(r) for r in resp],
+                     "mean_std": statistics.fmean(stds), "run": str(runs[(model, seed)])})
+        md_rows.append([label, len(stds), f"{statistics.fmean(stds):.3f}", f"{max(stds):.3f}", f"{min(stds):.3f}"])
+    plot_responses(curves, folder / "fig7.png", note=note)
+    table = _shortened_label(note) + _markdown_table(
+        ["net", "3x3 layers", "mean response std", "max", "min"], md_rows)
+    table += f"\nMeasured on the {len(val)} validation images, eval mode.\n\n![Fig. 7](fig7.png)\n"
+    _write_text(folder / "table.md", table)
+    return {"rows": rows, "seed": seed, "n_images": len(val)}
+
+
+def _snapshot(settings: CifarSettings, model: str, seed: int, at: int, train_overrides: dict, data: str,
+              root: Path) -> Path:
+    """Weights of ``model`` after ``at`` iterations of its (possibly shortened) run.
+
+    The schedule is a function of the iteration only (step milestones, section 4.2) and a
+    seeded run is deterministic, so a run stopped at ``at`` with the same milestones is the
+    prefix of the whole run: its final weights are the whole run's weights at ``at``.
+    """
+    from .train import train
+
+    full = _train_config(settings, model, seed, train_overrides)
+    run_dir = root / "runs" / f"{_run_name(model, seed, settings, train_overrides)}-at{at}"
+    if not (run_dir / "final.safetensors").is_file():
+        config = dataclasses.replace(full, iterations=at)
+        print(f"reproduce: training {model} seed {seed} for {at} iterations -> {run_dir}", file=sys.stderr)
+        train(config, data=data, out_dir=run_dir, resume=run_dir.is_dir() and any(run_dir.glob("checkpoint*")))
+    return run_dir / "final.safetensors"
+
+
+def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+    """Per-layer gradient norms of plain and residual nets of equal depth, at initialisation
+    and after ``grad_at`` iterations of the paper's recipe, on one fixed batch of 128
+    training images (section 4.1: plain nets' gradients keep "healthy norms" with BN, so
+    their degradation is an optimisation difficulty, not vanishing gradients)."""
+    from .analysis.gradients import gradient_norms
+    from .data.datasets import open_train_val
+    from .weights import load_weights
+
+    if data is None:
+        raise ConfigError("gradients measures on data: give --data cifar10=PATH (or digits)")
+    train_set = open_train_val(data)[0]
+    recipe = _paper_recipe(settings)
+    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:128]
+    images = torch.stack([train_set[i][0] for i in pick.tolist()])
+    targets = train_set.targets[pick]
+    seed = settings.seeds[0]
+    note = settings_note(settings, EXPERIMENTS["gradients"].settings, train_overrides)
+    panels: dict[str, dict[str, list[float]]] = {}
+    rows, md_rows = [], []
+    for at in sorted(set(settings.grad_at)):
+        moment = "initialisation" if at == 0 else f"iteration {at}"
+        panels[moment] = {}
+        for model in settings.nets():
+            if at == 0:
+                torch.manual_seed(seed)
+                net, mean, std = create_model(model, num_classes=len(train_set.classes)), recipe.mean, recipe.std
+            else:
+                net, meta = load_weights(_snapshot(settings, model, seed, at, train_overrides, data, folder.parent))
+                mean, std = meta.mean, meta.std
+            norms = gradient_norms(net, images, targets, mean=mean, std=std)
+            depth = model_info(model).defaults["depth"]
+            label = f"{'plain' if 'plain' in model else 'ResNet'}-{depth}"
+            values = [g.norm for g in norms]
+            panels[moment][label] = values
+            rows.append({"model": model, "label": label, "at": at, "layers": [dataclasses.asdict(g) for g in norms]})
+            md_rows.append([moment, label, f"{values[0]:.3g}", f"{statistics.median(values):.3g}",
+                            f"{values[-1]:.3g}", f"{max(values) / max(min(values), 1e-30):.3g}"])
+    plot_gradient_norms(panels, folder / "gradients.png", note=note)
+    table = _shortened_label(note) + _markdown_table(
+        ["moment", "net", "first layer", "median layer", "fc", "max/min over layers"], md_rows)
+    table += f"\n||dL/dW|| of each conv/fc weight for one fixed batch of {len(pick)} training images.\n"
+    table += "\n![gradient norms](gradients.png)\n"
+    _write_text(folder / "table.md", table)
+    return {"rows": rows, "seed": seed}
+
+
+# ----------------------------------------------------------------------------- the experiments
+
+#: The paper's experiments; each ``settings`` is the paper's (section 4.2, Tables 1 and 6, Figs. 6 and 7).
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment("table1", "Table 1", "multiply-adds of ResNet-18/34/50/101/152 (and VGG-19's 19.6e9)",
+                   Table1Settings(), run_table1, needs_data=False),
+        Experiment("cifar_table6", "Table 6", "ResNets improve with depth up to 110 layers (6.43 %)",
+                   CifarSettings(depths=(20, 32, 44, 56, 110)), run_cifar_table6),
+        Experiment("fig6", "Fig. 6", "deeper plain nets train worse (degradation); deeper ResNets better",
+                   CifarSettings(depths=(20, 32, 44, 56), plain_depths=(20, 32, 44, 56, 110)), run_fig6),
+        Experiment("fig7", "Fig. 7", "ResNets' layer responses are smaller than plain nets', deeper ones smaller",
+                   CifarSettings(depths=(20, 56, 110), plain_depths=(20, 56)), run_fig7),
+        Experiment("gradients", "section 4.1", "plain nets' gradients keep healthy norms (not vanishing)",
+                   CifarSettings(depths=(20, 56), plain_depths=(20, 56), grad_at=(0, 1000, 8000, 32000)),
+                   run_gradients),
+    )
+}
+
+
+def _split_overrides(experiment: Experiment, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Experiment settings with their overrides applied, and the rest (recipe keys) checked
+    against the training recipe."""
+    fields = {f.name for f in dataclasses.fields(experiment.settings)}
+    own = {k: v for k, v in overrides.items() if k in fields}
+    rest = {k: v for k, v in overrides.items() if k not in fields}
+    settings = apply_overrides(experiment.settings, own)
+    if rest:
+        if not isinstance(settings, CifarSettings):
+            raise ConfigError(f"unknown key(s) {', '.join(sorted(rest))}; valid keys: {', '.join(sorted(fields))}")
+        reserved = {"model", "seed", "milestones"} & set(rest)
+        if reserved:
+            raise ConfigError(f"{', '.join(sorted(reserved))} is set by the experiment, not by an override")
+        apply_overrides(_paper_recipe(settings), rest)  # unknown recipe keys and bad values fail here
+    return settings, rest
+
+
+def _command_line(name: str, overrides: Sequence[str] | dict[str, Any], data: str | None, out: Any) -> str:
+    pairs = overrides if not isinstance(overrides, dict) else [f"{k}={_fmt(v)}" for k, v in overrides.items()]
+    words = ["resnetlab", "reproduce", name, *pairs]
+    words += ["--data", data] if data else []
+    words += ["--out", str(out)] if Path(out) != DEFAULT_ROOT else []
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def run_experiment(
+    name: str,
+    overrides: Sequence[str] | dict[str, Any] = (),
+    *,
+    data: str | None = None,
+    out: str | os.PathLike | None = None,
+    command: str | None = None,
+) -> Path:
+    """Run experiment ``name`` into ``out/name`` and return that folder.
+
+    Writes ``experiment.json`` (settings, shortening note, command, hardware, wall time,
+    results) and the experiment's ``table.md`` and PNGs; training runs go to ``out/runs``
+    (``out`` defaults to :data:`DEFAULT_ROOT`).
+    """
+    out = DEFAULT_ROOT if out is None else Path(out)
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; one of {', '.join(EXPERIMENTS)}")
+    experiment = EXPERIMENTS[name]
+    parsed = parse_overrides(list(overrides)) if not isinstance(overrides, dict) else dict(overrides)
+    settings, train_overrides = _split_overrides(experiment, parsed)
+    folder = Path(out) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    results = experiment.runner(settings, train_overrides, data, folder)
+    record = {
+        "experiment": name,
+        "paper_ref": experiment.paper_ref,
+        "claim": experiment.claim,
+        "settings": dataclasses.asdict(settings),
+        "train_overrides": train_overrides,
+        "note": settings_note(settings, experiment.settings, train_overrides),
+        "data": data,
+        "command": command or _command_line(name, overrides, data, out),
+        "hardware": hardware(),
+        "wall_time_s": round(time.time() - start, 1),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "results": results,
+    }
+    _write_text(folder / "experiment.json", json.dumps(record, indent=1, default=str) + "\n")
+    return folder
