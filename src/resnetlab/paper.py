@@ -45,3 +45,17 @@ CIFAR10_TABLE6: dict[int, tuple[float, float]] = {
     1202: (19.4, 7.93),
 }
 CIFAR10_RESNET110_MEAN_STD = (6.61, 0.16)  # over 5 runs, Table 6
+
+# Krizhevsky et al. 2012 (AlexNet), Table 2: one CNN, ILSVRC-2012 val error (%) as (top-1, top-5).
+ALEXNET_IMAGENET_ERR = (40.7, 18.2)
+
+# Simonyan & Zisserman 2015 (VGG), Table 2: parameters in millions by configuration A/B/D/E.
+VGG_PARAMS_M: dict[str, int] = {"vgg11": 133, "vgg13": 133, "vgg16": 138, "vgg19": 144}
+
+# Huang et al. 2017 (DenseNet), Table 2: CIFAR-10 with augmentation (C10+): (params in M, test error %).
+DENSENET_CIFAR10_PLUS: dict[str, tuple[float, float]] = {
+    "densenet40_k12": (1.0, 5.24),
+    "densenet_bc_100_k12": (0.8, 4.51),
+    "densenet_bc_250_k24": (15.3, 3.62),
+    "densenet_bc_190_k40": (25.6, 3.46),
+}

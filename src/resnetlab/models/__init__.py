@@ -1,3 +1,3 @@
 """Model families. Importing this package registers every model name."""
 
-from . import cifar_resnet, resnet  # noqa: F401  (registration side effects)
+from . import alexnet, cifar_resnet, densenet, resnet, vgg  # noqa: F401  (registration side effects)
