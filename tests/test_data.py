@@ -1,0 +1,184 @@
+"""Data sets: digits, CIFAR (python batches and image folders), image folders, synthetic, bad input."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnetlab.data import CIFAR10_CLASSES, holdout_split, open_dataset, open_train_val
+from resnetlab.data import images as images_mod
+from resnetlab.errors import DataError
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shared 50k-image copy uses the real cache (~/.cache/resnetlab): decoded once per machine.
+    if "shared" not in request.node.name:
+        monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+
+
+def _write_folder(root: Path, classes: list[str], per_class: int = 3, size: int = 32, fmt: str = "png") -> None:
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            array = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(array).save(root / name / f"{i:04d}.{fmt}")
+
+
+def test_digits_splits_are_fixed_and_disjoint() -> None:
+    train, val, test = (open_dataset("digits", s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (1437, 144, 360)
+    assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (3, 16, 16)
+    assert train.classes == [str(d) for d in range(10)] and train.targets.dtype == torch.int64
+    image, target = test[0]
+    assert image.shape == (3, 16, 16) and isinstance(target, int)
+    # val is a subset of train; test shares no image with train
+    train_rows = {row.numpy().tobytes() for row in train.images}
+    assert all(row.numpy().tobytes() in train_rows for row in val.images)
+    assert torch.equal(open_dataset("digits", "test").images, test.images)
+    part, held = open_train_val("digits")
+    assert len(part) + len(held) == len(train) and torch.equal(held.images, val.images)
+
+
+def test_holdout_split_is_the_papers_45k_5k() -> None:
+    train_idx, val_idx = holdout_split(50_000)
+    assert len(train_idx) == 45_000 and len(val_idx) == 5_000
+    assert len(set(train_idx.tolist()) | set(val_idx.tolist())) == 50_000
+    again = holdout_split(50_000)
+    assert torch.equal(again[1], val_idx)
+
+
+def test_synthetic() -> None:
+    small = open_dataset("synthetic", "train")
+    assert small.images.shape == (10_000, 3, 32, 32)
+    big = open_dataset("synthetic=224", "val")
+    image, target = big[5]
+    assert image.shape == (3, 224, 224) and image.dtype == torch.uint8 and 0 <= target < 1000
+    assert torch.equal(big[5][0], image)  # generated from a per-image seed: stable
+    with pytest.raises(DataError, match="between 8 and 1024"):
+        open_dataset("synthetic=big")
+
+
+def _write_batches(root: Path, n: int = 20) -> None:
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, f, protocol=2)
+
+
+def test_cifar_python_batches(tmp_path: Path) -> None:
+    _write_batches(tmp_path / "cifar-10-batches-py")
+    train = open_dataset(f"cifar10={tmp_path}", "train")  # the parent folder works too
+    assert len(train) == 100 and train.images.shape == (100, 3, 32, 32) and train.classes == list(CIFAR10_CLASSES)
+    assert len(open_dataset(f"cifar10={tmp_path / 'cifar-10-batches-py'}", "test")) == 20
+    assert len(open_dataset(f"cifar10={tmp_path}", "val")) == 10
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/resnetlab-pwned",))
+
+
+def test_cifar_batch_that_runs_code_is_refused(tmp_path: Path) -> None:
+    _write_batches(tmp_path / "c10")
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "c10" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": _Boom(), b"labels": []}, f, protocol=2)
+    with pytest.raises(DataError, match="data_batch_1.*refusing to load"):
+        open_dataset(f"cifar10={tmp_path / 'c10'}")
+    assert not marker.exists()
+
+
+def test_cifar_folder_canonical_class_order(tmp_path: Path) -> None:
+    # created in reverse order: the listing order must not matter
+    _write_folder(tmp_path / "train", list(reversed(CIFAR10_CLASSES)), per_class=2)
+    data = open_dataset(f"cifar10={tmp_path}", "train")
+    assert data.classes == list(CIFAR10_CLASSES)
+    assert data.targets.tolist() == [i for i in range(10) for _ in range(2)]
+    first = np.asarray(Image.open(tmp_path / "train" / "airplane" / "0000.png"))
+    assert torch.equal(data.images[0], torch.from_numpy(first.copy()).permute(2, 0, 1))
+    # second open is served from the decoded cache
+    cached = open_dataset(f"cifar10={tmp_path}", "train")
+    assert torch.equal(cached.images, data.images)
+    with pytest.raises(DataError, match="no test/ folder"):
+        open_dataset(f"cifar10={tmp_path}", "test")
+
+
+def test_cifar_folder_cache_is_used_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_folder(tmp_path / "train", list(CIFAR10_CLASSES), per_class=1)
+    open_dataset(f"cifar10={tmp_path}")
+    monkeypatch.setattr(images_mod, "decode_images", lambda *a, **k: pytest.fail("cache not used"))
+    open_dataset(f"cifar10={tmp_path}")
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "train" / "cat" / "0000.png")  # content changed
+    os.utime(tmp_path / "train" / "cat" / "0000.png", ns=(1, 1))
+    with pytest.raises(pytest.fail.Exception, match="cache not used"):
+        open_dataset(f"cifar10={tmp_path}")
+
+
+def test_bad_folders(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        open_dataset(f"cifar10={tmp_path / 'missing'}")
+    with pytest.raises(DataError, match="neither"):
+        open_dataset(f"cifar10={tmp_path}")
+    _write_folder(tmp_path / "wrong" / "train", ["a", "b"], per_class=1)
+    with pytest.raises(DataError, match="not the CIFAR-10 classes"):
+        open_dataset(f"cifar10={tmp_path / 'wrong'}")
+    (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="holds no images"):
+        open_dataset(f"folder={tmp_path / 'empty'}")
+    with pytest.raises(DataError, match="unknown data set"):
+        open_dataset("mnist")
+    with pytest.raises(DataError, match="needs a path"):
+        open_dataset("cifar10")
+    with pytest.raises(DataError, match="unknown split"):
+        open_dataset("digits", "training")
+
+
+def test_corrupt_and_non_image_files_are_named(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "train", list(CIFAR10_CLASSES), per_class=1, fmt="jpg")
+    bad = tmp_path / "train" / "dog" / "0001.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    with pytest.raises(DataError, match=f"{bad}.*not a readable image"):
+        open_dataset(f"cifar10={tmp_path}")
+    good = (tmp_path / "train" / "cat" / "0000.jpg").read_bytes()
+    bad.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(DataError, match=str(bad)):
+        open_dataset(f"cifar10={tmp_path}")
+    bad.unlink()
+    Image.new("RGB", (40, 40)).save(tmp_path / "train" / "dog" / "0002.jpg")
+    with pytest.raises(DataError, match="0002.jpg: image is 40x40, expected 32x32"):
+        open_dataset(f"cifar10={tmp_path}")
+
+
+def test_image_folder_lazy_and_bomb_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_folder(tmp_path / "train", ["n01", "n02"], per_class=2, size=48, fmt="jpg")
+    _write_folder(tmp_path / "val", ["n01", "n02"], per_class=1, size=40)
+    train = open_dataset(f"imagenet={tmp_path}", "train")
+    assert train.images is None and len(train) == 4 and train.classes == ["n01", "n02"]
+    image, target = train[3]
+    assert image.shape == (3, 48, 48) and image.dtype == torch.uint8 and target == 1
+    val = open_dataset(f"imagenet={tmp_path}", "val")
+    assert len(val) == 2 and val.subset([1])[0][1] == 1
+    assert len(open_train_val(f"imagenet={tmp_path}")[1]) == 2
+    monkeypatch.setattr(images_mod, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match="exceeds the limit"):
+        train[0]
+
+
+def test_shared_cifar10_jpeg_copy(cifar10_jpeg_root: Path) -> None:
+    train = open_dataset(f"cifar10={cifar10_jpeg_root}", "train")
+    assert train.images.shape == (50_000, 3, 32, 32) and train.classes == list(CIFAR10_CLASSES)
+    assert torch.equal(torch.bincount(train.targets), torch.full((10,), 5000))
+    part, val = open_train_val(f"cifar10={cifar10_jpeg_root}")
+    assert (len(part), len(val)) == (45_000, 5_000)
