@@ -1,0 +1,356 @@
+"""Test protocols of the paper (section 3.4, Tables 3-4), for any registered model.
+
+- ``full``: the image as it is (CIFAR 32x32, section 4.2: "we only evaluate the single view
+  of the original 32x32 image").
+- ``center``: shorter side resized to 256, the central 224x224 crop.
+- ``10crop``: "the standard 10-crop testing" (section 3.4): the 4 corner and the centre
+  224x224 crops of the 256-resized image and their horizontal flips, scores averaged.
+- ``multiscale``: "the fully-convolutional form as in [41, 13]", scores averaged at the
+  shorter sides {224, 256, 384, 480, 640} and their flips (section 3.4, Table 4): the
+  classifier runs as a 1x1 convolution over the last feature map of the whole image.
+
+Scores are softmax probabilities; views of one image are averaged.  Crop sizes follow the
+weights' input size (224 on ImageNet): the resize side is ``crop * 256 / 224`` (the crop side
+itself for CIFAR-size models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from .data.transforms import normalize
+from .errors import ConfigError, DataError
+from .registry import create_model, model_info
+from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_weights
+
+__all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "evaluate", "center_view", "resize_side", "fully_convolutional_scores", "write_report",
+           "default_protocol", "load_model_or_weights", "run_eval"]
+
+PROTOCOLS = ("full", "center", "10crop", "multiscale")
+#: shorter sides of the multi-scale fully-convolutional test (section 3.4, Table 4)
+MULTISCALE_SIDES = (224, 256, 384, 480, 640)
+#: resize side : crop side of the single- and 10-crop tests (256 : 224, section 3.4)
+RESIZE_RATIO = 256 / 224
+#: pixels one forward pass may hold, in units of 224x224 images per ``batch_size``
+_PIXELS_PER_IMAGE = 224 * 224
+
+
+class _Views(Dataset):
+    """Decodes one image and cuts the crops of ``center``/``10crop`` in the loader's workers."""
+
+    def __init__(self, dataset: Dataset, protocol: str, crop: int) -> None:
+        self.dataset, self.protocol, self.crop = dataset, protocol, crop
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, target = self.dataset[i]
+        if self.protocol in ("full", "multiscale"):
+            return image, int(target)
+        if self.protocol == "center":
+            return center_view(image, self.crop)[None], int(target)
+        image = TF.resize(image, [resize_side(self.crop)], antialias=True)
+        return torch.stack(TF.ten_crop(image, [self.crop])), int(target)
+
+
+def resize_side(crop: int) -> int:
+    """Shorter side an image is resized to before cropping ``crop``: 256 for 224 (section 3.4);
+    small-image models (CIFAR-size, trained on whole images) crop nothing away."""
+    return round(crop * RESIZE_RATIO) if crop > 64 else crop
+
+
+def center_view(image: torch.Tensor, crop: int) -> torch.Tensor:
+    """The single-crop test view of a uint8 image: shorter side to :func:`resize_side`, central
+    ``crop`` x ``crop``."""
+    if tuple(image.shape[-2:]) != (crop, crop):
+        image = TF.resize(image, [resize_side(crop)], antialias=True)
+    return TF.center_crop(image, [crop])
+
+
+def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return [x for x, _ in items], torch.tensor([t for _, t in items], dtype=torch.int64)
+
+
+def _batches(dataset: Dataset, protocol: str, crop: int, batch_size: int,
+             num_workers: int) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """Lists of uint8 images (or of V x C x H x W views) with their targets."""
+    images = getattr(dataset, "images", None)
+    if protocol == "full" and isinstance(images, torch.Tensor):
+        targets = dataset.targets  # type: ignore[attr-defined]
+        for start in range(0, len(images), batch_size):
+            yield list(images[start:start + batch_size]), torch.as_tensor(targets[start:start + batch_size])
+        return
+    loader = DataLoader(_Views(dataset, protocol, crop), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate, persistent_workers=False)
+    yield from loader
+
+
+def _mean_std_for(values: Any, size: tuple[int, int]) -> Any:
+    """Per-pixel statistics (C x H x W) only fit images of their own size; other sizes get
+    their per-channel average (the multi-scale test of a model trained with a per-pixel mean)."""
+    t = torch.as_tensor(values, dtype=torch.float32)
+    if t.dim() == 3 and tuple(t.shape[1:]) != tuple(size):
+        return t.mean(dim=(1, 2))
+    return t
+
+
+def _check_fully_convolutional(model: nn.Module, features: torch.Tensor) -> nn.Module:
+    """The classifier, if the head is global average pooling + that linear layer; else refuse."""
+    name = getattr(model, "resnetlab_name", type(model).__name__)
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(classifier, nn.Linear):
+        raise ConfigError(f"{name}: no linear classifier (get_classifier); the multiscale protocol needs one")
+    pooled = model.forward_head(features, pre_logits=True)
+    if pooled.shape != features.shape[:2] or not torch.allclose(pooled, features.mean(dim=(2, 3)), atol=1e-4):
+        raise ConfigError(
+            f"{name}: its head is not global average pooling + one linear layer, so it cannot run "
+            "fully-convolutionally (multiscale protocol); use --protocol 10crop"
+        )
+    return classifier
+
+
+def fully_convolutional_scores(model: nn.Module, x: torch.Tensor, classifier: nn.Linear) -> torch.Tensor:
+    """Class scores of ``x`` (N x C x H x W, any size): the classifier as a 1x1 convolution over
+    the last feature map, the score map averaged over positions (section 3.4, after [41, 13])."""
+    features = model.forward_features(x)
+    weight = classifier.weight[:, :, None, None]
+    score_map = F.conv2d(features, weight, classifier.bias)
+    return score_map.mean(dim=(2, 3))
+
+
+def _chunks(n: int, pixels: int, batch_size: int) -> Iterator[slice]:
+    """Slices of ``n`` images of ``pixels`` each, keeping a pass near ``batch_size`` 224x224 images."""
+    step = max(1, int(batch_size * _PIXELS_PER_IMAGE // max(pixels, 1)))
+    for start in range(0, n, step):
+        yield slice(start, start + step)
+
+
+@torch.inference_mode()
+def _probabilities(model: nn.Module, images: list[torch.Tensor], protocol: str, mean: Any, std: Any,
+                   batch_size: int, device: torch.device, classifier: nn.Linear | None) -> torch.Tensor:
+    """Softmax scores (N x K) of one batch of images, views averaged."""
+
+    def run(x: torch.Tensor, fcn: bool) -> torch.Tensor:
+        out = []
+        h, w = x.shape[-2:]
+        m, s = _mean_std_for(mean, (h, w)), _mean_std_for(std, (h, w))
+        for part in _chunks(len(x), h * w, batch_size):
+            xb = normalize(x[part].to(device, non_blocking=True), m.to(device), s.to(device))
+            logits = fully_convolutional_scores(model, xb, classifier) if fcn else model(xb)
+            out.append(logits.float().softmax(dim=1))
+        return torch.cat(out)
+
+    if protocol in ("full", "center", "10crop"):
+        views = torch.stack(images)  # N x C x H x W, or N x V x C x H x W for crops
+        if views.dim() == 4:
+            views = views[:, None]
+        n, v = views.shape[:2]
+        return run(views.flatten(0, 1), fcn=False).view(n, v, -1).mean(dim=1)
+    # multiscale: resize each image to every scale; batch images that share a resized shape.
+    total = torch.zeros(len(images), 0)
+    for side in MULTISCALE_SIDES:
+        groups: dict[tuple[int, int], list[int]] = {}
+        resized = [TF.resize(img, [side], antialias=True) for img in images]
+        for i, img in enumerate(resized):
+            groups.setdefault(tuple(img.shape[-2:]), []).append(i)
+        for idx in groups.values():
+            x = torch.stack([resized[i] for i in idx])
+            p = run(torch.cat([x, x.flip(-1)]), fcn=True).cpu()
+            p = p.view(2, len(idx), -1).sum(dim=0)
+            if total.shape[1] == 0:
+                total = torch.zeros(len(images), p.shape[1])
+            total[idx] += p
+    return total / (2 * len(MULTISCALE_SIDES))
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    protocol: str = "center",
+    mean: Sequence,
+    std: Sequence,
+    input_size: Sequence[int] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    num_workers: int | None = None,
+    progress: bool = True,
+    out_dir: str | os.PathLike | None = None,
+    classes: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Top-1/top-5 accuracy and error of ``model`` on ``dataset`` under ``protocol``.
+
+    ``dataset`` yields ``(uint8 C x H x W, target)``; ``mean``/``std`` on the [0, 1] scale
+    (per channel or per pixel).  ``input_size`` (C, H, W) sets the crop side of ``center`` and
+    ``10crop`` (default 224).  With ``out_dir``, per-class accuracy (``per_class.json``) and a
+    confusion-matrix plot (``confusion.png``) are written there (see :func:`write_report`).
+    Returns DESIGN's eval keys: ``protocol n correct top1_acc top5_acc top1_err top5_err``
+    (fractions) plus ``seconds``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    n_total = len(dataset)  # type: ignore[arg-type]
+    if n_total == 0:
+        raise DataError("the data set is empty")
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    model = model.to(device).eval()
+    crop = int(input_size[-1]) if input_size is not None else 224
+    if num_workers is None:
+        in_memory = isinstance(getattr(dataset, "images", None), torch.Tensor)
+        num_workers = 0 if in_memory else min(4, os.cpu_count() or 1)
+    classifier = None
+    correct1 = correct5 = seen = 0
+    confusion: torch.Tensor | None = None
+    start = time.perf_counter()
+    bar = tqdm(total=n_total, unit="img", desc=f"eval {protocol}", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for images, targets in _batches(dataset, protocol, crop, batch_size, num_workers):
+            if protocol == "multiscale" and classifier is None:
+                with torch.inference_mode():
+                    probe = normalize(images[0][None].to(device), _mean_std_for(mean, images[0].shape[-2:]),
+                                      _mean_std_for(std, images[0].shape[-2:]))
+                    classifier = _check_fully_convolutional(model, model.forward_features(probe))
+            try:
+                probs = _probabilities(model, images, protocol, mean, std, batch_size, device, classifier).cpu()
+            except RuntimeError as exc:
+                if "stack expects each tensor to be equal size" in str(exc):
+                    raise DataError("protocol 'full' needs images of one size; use --protocol center") from None
+                raise
+            num_classes = probs.shape[1]
+            if confusion is None:
+                confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+            if targets.max() >= num_classes or targets.min() < 0:
+                raise DataError(f"data set has class index {int(targets.max())} but the model has "
+                                f"{num_classes} outputs")
+            top = probs.topk(min(5, num_classes), dim=1).indices
+            hits = top == targets[:, None]
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(dim=1).sum())
+            confusion.index_put_((targets, top[:, 0]), torch.ones(len(targets), dtype=torch.int64), accumulate=True)
+            seen += len(targets)
+            bar.update(len(targets))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    result = {
+        "protocol": protocol,
+        "n": seen,
+        "correct": correct1,
+        "top1_acc": correct1 / seen,
+        "top5_acc": correct5 / seen,
+        "top1_err": 1 - correct1 / seen,
+        "top5_err": 1 - correct5 / seen,
+        "seconds": round(seconds, 3),
+    }
+    if out_dir is not None and confusion is not None:
+        write_report(out_dir, confusion, classes, result)
+    return result
+
+
+def write_report(out_dir: str | os.PathLike, confusion: torch.Tensor, classes: Sequence[str] | None,
+                 result: dict[str, Any]) -> None:
+    """Write ``per_class.json`` (accuracy and count of every class), ``eval.json`` and
+    ``confusion.png`` (rows: true class, columns: predicted, normalised per row) into ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    k = confusion.shape[0]
+    names = list(classes) if classes is not None and len(classes) == k else [str(i) for i in range(k)]
+    counts = confusion.sum(dim=1)
+    per_class = {
+        name: {"n": int(counts[i]), "top1_acc": (float(confusion[i, i] / counts[i]) if counts[i] else None)}
+        for i, name in enumerate(names)
+    }
+    (out / "per_class.json").write_text(json.dumps(per_class, indent=1) + "\n")
+    (out / "eval.json").write_text(json.dumps(result) + "\n")
+    rates = confusion.double() / counts.clamp(min=1)[:, None].double()
+    side = min(12.0, 3 + 0.4 * k)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        ax.set_xticks(range(k), names, rotation=90)
+        ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion ({result['protocol']}, top-1 {100 * result['top1_acc']:.2f} %, n={result['n']})")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=100)
+    plt.close(fig)
+
+
+def default_protocol(input_size: Sequence[int]) -> str:
+    """``full`` for small-image models (CIFAR, digits: "the single view of the original 32x32
+    image", section 4.2), ``center`` for ImageNet-size ones."""
+    return "full" if input_size[-1] <= 64 else "center"
+
+
+def load_model_or_weights(target: str, device: str = "cpu") -> tuple[nn.Module, WeightsMeta, bool]:
+    """``(model, meta, pretrained)`` from a weights file, or a registered model name with random
+    weights (``pretrained`` False; ImageNet normalization, the registry's input size)."""
+    if Path(target).suffix == ".safetensors" or Path(target).is_file():
+        model, meta = load_weights(target, map_location=device)
+        return model, meta, True
+    model = create_model(target)
+    info = model_info(target)
+    n = model.resnetlab_kwargs["num_classes"]
+    meta = WeightsMeta(target, dict(model.resnetlab_kwargs), list(IMAGENET_MEAN), list(IMAGENET_STD),
+                       tuple(info.input_size), [str(i) for i in range(n)], "random initialisation")
+    return model.to(device).eval(), meta, False
+
+
+def run_eval(
+    target: str,
+    data: str,
+    *,
+    split: str = "test",
+    protocol: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``resnetlab eval``: evaluate a weights file (or a bare model name, random weights) on the
+    ``split`` of the DESIGN data spec ``data``; returns DESIGN's eval JSON object.
+
+    Normalization, input size and class names come from the weights file.  A model whose
+    classes differ from the data set's is refused (count) or warned about (names) on stderr.
+    """
+    from .data import open_dataset
+
+    model, meta, pretrained = load_model_or_weights(target, device)
+    if not pretrained:
+        print(f"resnetlab: note: {target!r} is a model name, not a weights file: evaluating random weights",
+              file=sys.stderr)
+    dataset = open_dataset(data, split)
+    if len(dataset.classes) > len(meta.classes):
+        raise DataError(f"{data} has {len(dataset.classes)} classes but {target} predicts {len(meta.classes)}")
+    if pretrained and list(dataset.classes) != list(meta.classes[: len(dataset.classes)]):
+        print(f"resnetlab: warning: class names of {data} differ from the weights' "
+              f"({dataset.classes[:3]}... vs {meta.classes[:3]}...); comparing by index", file=sys.stderr)
+    protocol = protocol or default_protocol(meta.input_size)
+    result = evaluate(model, dataset, protocol=protocol, mean=meta.mean, std=meta.std, input_size=meta.input_size,
+                      batch_size=batch_size, device=device, progress=progress, out_dir=out_dir,
+                      classes=meta.classes)
+    return {"model": meta.model, "weights": target if pretrained else None, "dataset": dataset.name,
+            "split": split, **result}

@@ -1,0 +1,102 @@
+"""Export a weights file for deployment: ONNX (dynamic batch axis) or TorchScript.
+
+Both carry the weights file's metadata (normalization, input size, class names): ONNX as
+``metadata_props``, TorchScript as the extra file ``resnetlab.json``.  ONNX needs the
+``onnx`` extra (``pip install 'resnetlab[onnx]'``); with onnxruntime installed the exported
+graph is run once and compared with PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .weights import WeightsMeta, atomic_save, load_weights
+
+__all__ = ["FORMATS", "export", "onnx_max_abs_diff"]
+
+FORMATS = ("onnx", "torchscript")
+#: opset of the exported ONNX graph (supported by onnxruntime >= 1.18)
+ONNX_OPSET = 18
+
+
+def _example(meta: WeightsMeta, batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, *meta.input_size)
+
+
+def _export_onnx(model: nn.Module, meta: WeightsMeta, out: Path) -> None:
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx extra: pip install 'resnetlab[onnx]'") from None
+
+    def write(tmp: str) -> None:
+        torch.onnx.export(
+            model,
+            (_example(meta),),
+            tmp,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+        graph = onnx.load(tmp)
+        for key, value in meta.to_metadata().items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.save(graph, tmp)
+
+    atomic_save(out, write)
+
+
+def _export_torchscript(model: nn.Module, meta: WeightsMeta, out: Path) -> None:
+    scripted = torch.jit.trace(model, _example(meta))
+    extra = {"resnetlab.json": json.dumps(meta.to_metadata())}
+    atomic_save(out, lambda tmp: torch.jit.save(scripted, tmp, _extra_files=extra))
+
+
+def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> float | None:
+    """Largest |onnxruntime - PyTorch| logit difference on ``x``; ``None`` without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x.numpy()})
+    with torch.inference_mode():
+        want = model(x)
+    return float((torch.from_numpy(got) - want).abs().max())
+
+
+def export(weights: str | os.PathLike, fmt: str, out: str | os.PathLike) -> dict[str, Any]:
+    """Export the weights file ``weights`` as ``fmt`` (``onnx`` or ``torchscript``) to ``out``.
+
+    Returns ``{"model", "format", "out", "max_abs_diff"}``: the output difference against
+    PyTorch on a batch of 3 random inputs (a batch size other than the traced one, which
+    checks the dynamic axis), or ``None`` where it cannot be measured (ONNX without onnxruntime).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    model, meta = load_weights(weights)
+    out = Path(out)
+    x = _example(meta, batch=3)
+    with warnings.catch_warnings():
+        # The exporters' notes on their own internals (constant folding, TorchScript's
+        # deprecation in favour of torch.export) are not the user's business.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        if fmt == "onnx":
+            _export_onnx(model, meta, out)
+            diff = onnx_max_abs_diff(out, model, x)
+        else:
+            _export_torchscript(model, meta, out)
+            with torch.inference_mode():
+                diff = float((torch.jit.load(str(out))(x) - model(x)).abs().max())
+    return {"model": meta.model, "format": fmt, "out": str(out), "max_abs_diff": diff}

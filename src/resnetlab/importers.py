@@ -1,0 +1,276 @@
+"""Importers: weight files people already have -> resnetlab weights files (safetensors + metadata).
+
+One function per source maps the foreign keys onto a registered model's state dict:
+
+- ``akamaster``: the CIFAR checkpoints of pytorch_resnet_cifar10 (any depth, option A).
+- ``torchvision``: ResNets (into ``variant="v1.5"``), VGG, DenseNet; AlexNet refused.
+- ``timm``: the plain ``resnet*`` checkpoints that share torchvision's layout.
+
+Foreign pickles are read only with ``torch.load(..., weights_only=True)`` (safetensors files
+with no pickle at all); every import checks keys and shapes against the target model and
+refuses a mismatch naming the offending tensors (:func:`resnetlab.weights.check_state_dict`).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .data.datasets import CIFAR10_CLASSES
+from .errors import ResnetlabError, WeightsError
+from .registry import create_model
+from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, read_meta, save_weights
+
+__all__ = ["Imported", "IMPORTERS", "read_state_dict", "torchvision_target",
+           "import_weights"]
+
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class Imported:
+    """A foreign checkpoint mapped onto a resnetlab model, ready for ``save_weights``."""
+
+    model: nn.Module
+    mean: Any
+    std: Any
+    classes: list[str] | None
+    input_size: tuple[int, int, int] | None = None
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """The tensors of a foreign checkpoint: safetensors, or a torch pickle read with ``weights_only=True``.
+
+    A checkpoint dict holding its weights under ``state_dict`` or ``model`` is unwrapped, and the
+    ``module.`` prefix of DataParallel is removed.  Anything else is a :class:`WeightsError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[8:9] == b"{":  # safetensors: 8-byte header length, then the JSON header
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: not a readable checkpoint ({exc})") from None
+    else:
+        obj = _torch_load(path)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        raise WeightsError(f"{path}: holds no state dict of tensors (found {type(obj).__name__})")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _torch_load(path: Path) -> Any:
+    # weights_only=True: the unpickler only builds tensors and plain containers, so a file
+    # whose pickle would run code on load is refused before anything runs (issue 9).
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
+        raise WeightsError(
+            f"{path}: refused: the pickle holds objects other than tensors (loaded with "
+            f"weights_only=True; {first})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+
+
+def _build(name: str, where: Path, **kwargs: Any) -> nn.Module:
+    try:
+        return create_model(name, **kwargs)
+    except ResnetlabError as exc:
+        raise WeightsError(f"{where}: detected {name}, which resnetlab cannot build: {exc}") from None
+
+
+def _target(model_name: str | None, detected: str, where: Path, **kwargs: Any) -> nn.Module:
+    """The model to import into: ``--model`` if given (its defaults), else the detected one."""
+    if model_name is None:
+        return _build(detected, where, **kwargs)
+    return _build(model_name, where, num_classes=kwargs.get("num_classes"))
+
+
+def _blocks(state: Mapping[str, torch.Tensor], stage: str) -> int:
+    return len({int(m.group(1)) for k in state if (m := re.match(rf"{stage}\.(\d+)\.", k))})
+
+
+def _imagenet_classes(num_classes: int) -> list[str] | None:
+    if num_classes != 1000:
+        return None
+    from torchvision.models import ResNet50_Weights
+
+    # torchvision ships the ILSVRC-2012 class names with its weight metadata: no download.
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# ----------------------------------------------------------------------------- akamaster
+
+
+def import_akamaster(path: Path, model_name: str | None = None) -> Imported:
+    """pytorch_resnet_cifar10 checkpoints: ``conv1 bn1 layer1..3.N.{conv1,bn1,conv2,bn2} linear``.
+
+    The depth is ``6n + 2`` with ``n`` the blocks of ``layer1``; shortcuts are option A (section
+    4.2); inputs normalized with the ImageNet mean/std as that project did.
+    """
+    state = read_state_dict(path)
+    if "linear.weight" not in state or "layer1.0.conv1.weight" not in state:
+        raise WeightsError(f"{path}: not a pytorch_resnet_cifar10 checkpoint (no linear.weight / layer1.0.conv1.weight)")
+    state = {("fc." + k[len("linear."):] if k.startswith("linear.") else k): v for k, v in state.items()}
+    num_classes = state["fc.weight"].shape[0]
+    depth = 6 * _blocks(state, "layer1") + 2
+    model = _target(model_name, f"cifar_resnet{depth}", path, num_classes=num_classes)
+    _load(model, state, path)
+    classes = list(CIFAR10_CLASSES) if num_classes == 10 else None
+    return Imported(model, IMAGENET_MEAN, IMAGENET_STD, classes)
+
+
+def _load(model: nn.Module, state: Mapping[str, torch.Tensor], where: Path) -> None:
+    # The foreign file may omit BN step counters (older PyTorch); they carry no weights.
+    own = model.state_dict()
+    state = dict(state)
+    for key, value in own.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value
+    check_state_dict(model, state, str(where))
+    model.load_state_dict(state, strict=True)
+    model.eval()
+
+
+# ----------------------------------------------------------------------------- torchvision
+
+
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
+def _resnet_from_keys(state: Mapping[str, torch.Tensor], where: Path, source: str) -> tuple[str, dict]:
+    """Registered ResNet name and kwargs for a torchvision-layout state dict (Table 1 stacks only)."""
+    from .models.resnet import IMAGENET_STAGES, Bottleneck
+
+    bottleneck = "layer1.0.conv3.weight" in state
+    layers = tuple(_blocks(state, f"layer{i}") for i in range(1, 5))
+    for depth, (block, stages) in IMAGENET_STAGES.items():
+        if stages == layers and (block is Bottleneck) == bottleneck:
+            return f"resnet{depth}", {"variant": "v1.5", "num_classes": state["fc.weight"].shape[0]}
+    kind = "bottleneck" if bottleneck else "basic"
+    raise WeightsError(f"{where}: {source} ResNet with {kind} blocks {layers} per stage is not a ResNet of "
+                       "paper Table 1 (18/34/50/101/152)")
+
+
+def torchvision_target(state: Mapping[str, torch.Tensor], path: Path) -> tuple[str, dict, StateDict]:
+    """``(model name, kwargs, state dict with resnetlab keys)`` for a torchvision state dict."""
+    state = dict(state)
+    if "fc.weight" in state and "layer1.0.conv1.weight" in state:
+        name, kwargs = _resnet_from_keys(state, path, "torchvision")
+    elif any(k.startswith("features.denseblock") for k in state):
+        # torchvision's published DenseNet files use the old keys "norm.1"; its loader renames them.
+        state = {_DENSENET_OLD_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+        blocks = tuple(
+            len({k.split(".")[2] for k in state if k.startswith(f"features.denseblock{b}.")}) for b in range(1, 5)
+        )
+        depths = {(6, 12, 24, 16): 121, (6, 12, 32, 32): 169, (6, 12, 48, 32): 201, (6, 12, 64, 48): 264}
+        if blocks not in depths or state["features.conv0.weight"].shape[0] != 64:
+            raise WeightsError(f"{path}: torchvision DenseNet with blocks {blocks} (and "
+                               f"{state['features.conv0.weight'].shape[0]} stem filters) is not DenseNet-121/169/201/264")
+        name, kwargs = f"densenet{depths[blocks]}", {"num_classes": state["classifier.weight"].shape[0]}
+    elif "features.0.weight" in state and any(k.startswith("classifier.") for k in state):
+        first = state["features.0.weight"]
+        if first.shape[-1] == 11:
+            raise WeightsError(
+                f"{path}: torchvision's AlexNet is a different network from the paper's "
+                f"(features.0 has {first.shape[0]} filters instead of 96, no local response normalization, "
+                "no two-group convs): refused; train resnetlab's alexnet instead"
+            )
+        convs = [k for k, v in state.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4]
+        batch_norm = "features.1.running_mean" in state
+        last = max((k for k in state if k.startswith("classifier.") and k.endswith(".weight")),
+                   key=lambda k: int(k.split(".")[1]))
+        name = f"vgg{len(convs) + 3}{'_bn' if batch_norm else ''}"
+        kwargs = {"num_classes": state[last].shape[0]}
+    else:
+        raise WeightsError(f"{path}: not a torchvision ResNet, VGG or DenseNet state dict "
+                           f"(first keys: {', '.join(list(state)[:3])})")
+    return name, kwargs, state
+
+
+def import_torchvision(path: Path, model_name: str | None = None) -> Imported:
+    """torchvision ResNet (into ``variant="v1.5"``), VGG and DenseNet state dicts; AlexNet refused."""
+    name, kwargs, state = torchvision_target(read_state_dict(path), path)
+    model = _target(model_name, name, path, **kwargs)
+    _load(model, state, path)
+    return Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(kwargs["num_classes"]))
+
+
+# ----------------------------------------------------------------------------- timm
+
+#: timm ResNet variants whose architecture is not the paper's: a key that betrays each, and why.
+TIMM_REFUSED: tuple[tuple[str, str, str], ...] = (
+    (r"^conv1\.0\.weight$", "resnet*c/d/s/t (ResNet-C/D deep stem)", "its stem is three 3x3 convs, not one 7x7"),
+    (r"^layer\d\.0\.downsample\.2\.", "resnet*d (ResNet-D avg-pool shortcuts)",
+     "its projection shortcuts average-pool before the 1x1 conv"),
+    (r"\.se\.|\.attn\.", "seresnet*/ecaresnet* (squeeze-excitation / attention)", "its blocks carry attention modules"),
+    (r"\.aa\.|\.blur", "resnetaa*/resnetblur* (anti-aliased)", "its strided convs are blurred first"),
+    (r"\.drop_block|\.layer_scale", "regularised variants", "its blocks carry extra modules"),
+)
+
+
+def import_timm(path: Path, model_name: str | None = None) -> Imported:
+    """timm's plain ``resnet18/34/50/101/152`` (torchvision layout, stride on the 3x3: ``v1.5``).
+
+    The variants whose architecture differs are refused by name: deep stems (``resnet*d``,
+    ``*s``, ``*t``), avg-pool shortcuts, SE/ECA attention, anti-aliasing, ResNeXt/wide
+    (caught by the shape check: grouped or wider 3x3 convs).
+    """
+    state = read_state_dict(path)
+    for pattern, variant, why in TIMM_REFUSED:
+        hit = next((k for k in state if re.search(pattern, k)), None)
+        if hit is not None:
+            raise WeightsError(f"{path}: timm {variant} refused: {why} (tensor {hit}); "
+                               "only the plain resnet18/34/50/101/152 share the paper's layout")
+    if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
+        raise WeightsError(f"{path}: not a timm ResNet state dict (no fc.weight / layer1.0.conv1.weight)")
+    name, kwargs = _resnet_from_keys(state, path, "timm")
+    model = _target(model_name, name, path, **kwargs)
+    _load(model, state, path)
+    return Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(kwargs["num_classes"]))
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+IMPORTERS: dict[str, Callable[[Path, str | None], Imported]] = {
+    "akamaster": import_akamaster,
+    "torchvision": import_torchvision,
+    "timm": import_timm,
+}
+
+
+def import_weights(source: str, path: str | os.PathLike, out: str | os.PathLike,
+                   model: str | None = None) -> WeightsMeta:
+    """Convert the checkpoint ``path`` from ``source`` into the resnetlab weights file ``out``.
+
+    ``model`` forces the target architecture (a mismatch is refused naming the tensors);
+    otherwise it is detected from the keys.  Returns the metadata written.
+    """
+    if source not in IMPORTERS:
+        raise WeightsError(f"unknown import source {source!r}; one of {', '.join(IMPORTERS)}")
+    imported = IMPORTERS[source](Path(path), model)
+    save_weights(imported.model, out, mean=imported.mean, std=imported.std, classes=imported.classes,
+                 source=f"{source}:{Path(path).name}", input_size=imported.input_size)
+    return read_meta(out)
