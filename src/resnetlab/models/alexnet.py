@@ -6,16 +6,18 @@ response normalisation after the ReLU of conv1 and conv2 (3.3); overlapping 3x3 
 pooling after conv1, conv2 and conv5 (3.4); fc6 and fc7 with 4096 units and dropout 0.5 on their
 outputs (4.2); a 1000-way fc8. conv2, conv4 and conv5 see only the kernel maps of their own GPU
 (3.2): ``groups=2`` keeps that two-tower layout (60,965,224 parameters), ``groups=1`` gives the
-one-tower form (62,378,344). LRN runs over all 96/256 maps, as Caffe's ``bvlc_alexnet`` does.
+one-tower form (62,378,344). LRN runs across all 96/256 maps, not per tower, as in Caffe's
+``bvlc_alexnet``.
 
-Input size: 224x224 with 2 pixels of zero padding on conv1. The paper trains on 224x224 crops
-(section 2) and reports a 55x55 conv1 map, which 224 only gives with padding ((224 + 4 - 11) / 4
-+ 1 = 55, floor); Caffe drops the padding and feeds 227x227 crops instead, which gives the same
-55x55 map and the same network. We keep the paper's (and the data pipeline's) 224 crops.
+Input size: 224x224 with 2 pixels of zero padding on conv1. The paper feeds 224x224 crops
+(sections 3.5, 4.1) and reports a 55x55 conv1 map, which 224 only gives with padding:
+floor((224 + 4 - 11) / 4) + 1 = 55. Caffe drops the padding and feeds 227x227 crops instead,
+which gives the same layer sizes and parameters. We keep the paper's (and the data
+pipeline's) 224 crops.
 
-State-dict keys use the paper's layer names (``conv1 ... conv5``, ``fc6 fc7 fc8``), which are
-also the Caffe layer names, so a Caffe AlexNet maps one to one (its weights expect 227 inputs
-with no conv1 padding, and RGB/BGR order must be converted).
+Module names are the paper's layers (``conv1 ... conv5``, ``fc6 fc7 fc8``) with their ReLU,
+norm, pool and dropout named as in Caffe (``relu1 norm1 pool1 ... drop7``), so a Caffe AlexNet
+maps one to one (its weights expect 227 inputs with no conv1 padding, and BGR input order).
 """
 
 from __future__ import annotations
@@ -61,21 +63,27 @@ class AlexNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         self.conv1 = nn.Conv2d(in_chans, 96, kernel_size=11, stride=4, padding=2)
+        self.relu1 = nn.ReLU(inplace=True)
         self.norm1 = local_response_norm(**LRN)
         self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2)
         self.conv2 = nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=groups)
+        self.relu2 = nn.ReLU(inplace=True)
         self.norm2 = local_response_norm(**LRN)
         self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2)
         # conv3 connects to all kernel maps of conv2, across both GPUs (section 3.5).
         self.conv3 = nn.Conv2d(256, 384, kernel_size=3, padding=1)
+        self.relu3 = nn.ReLU(inplace=True)
         self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=groups)
+        self.relu4 = nn.ReLU(inplace=True)
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=groups)
+        self.relu5 = nn.ReLU(inplace=True)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2)
-        self.relu = nn.ReLU(inplace=True)
         self.num_features = 4096
         self.fc6 = nn.Linear(256 * 6 * 6, 4096)
+        self.relu6 = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout(dropout)
         self.fc7 = nn.Linear(4096, 4096)
+        self.relu7 = nn.ReLU(inplace=True)
         self.drop7 = nn.Dropout(dropout)
         self.fc8 = nn.Linear(4096, num_classes)
         self._init_paper()
@@ -94,18 +102,18 @@ class AlexNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The five conv layers: the pool5 map, (N, 256, 6, 6) for a 224x224 input."""
-        x = self.pool1(self.norm1(self.relu(self.conv1(x))))
-        x = self.pool2(self.norm2(self.relu(self.conv2(x))))
-        x = self.relu(self.conv3(x))
-        x = self.relu(self.conv4(x))
-        x = self.pool5(self.relu(self.conv5(x)))
+        x = self.pool1(self.norm1(self.relu1(self.conv1(x))))
+        x = self.pool2(self.norm2(self.relu2(self.conv2(x))))
+        x = self.relu3(self.conv3(x))
+        x = self.relu4(self.conv4(x))
+        x = self.pool5(self.relu5(self.conv5(x)))
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """fc6, fc7 (ReLU, dropout) and fc8; ``pre_logits`` returns the 4096-d fc7 output."""
         x = torch.flatten(x, 1)
-        x = self.drop6(self.relu(self.fc6(x)))
-        x = self.drop7(self.relu(self.fc7(x)))
+        x = self.drop6(self.relu6(self.fc6(x)))
+        x = self.drop7(self.relu7(self.fc7(x)))
         return x if pre_logits else self.fc8(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -109,12 +109,17 @@ class DenseLayer(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and any(f.requires_grad for f in features):
-            out = checkpoint(
-                self.concat_conv1,
-                *features,
-                use_reentrant=False,
-                context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(self.norm1)),
-            )
+            if torch.compiler.is_compiling():
+                # Compiled, the recomputation is part of the backward graph and the running
+                # statistics are updated in the forward graph only (dynamo has no context_fn).
+                out = checkpoint(self.concat_conv1, *features, use_reentrant=False)
+            else:
+                out = checkpoint(
+                    self.concat_conv1,
+                    *features,
+                    use_reentrant=False,
+                    context_fn=lambda: (contextlib.nullcontext(), _frozen_running_stats(self.norm1)),
+                )
         else:
             out = self.concat_conv1(*features)
         if self.bottleneck:
