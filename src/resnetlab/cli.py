@@ -208,6 +208,42 @@ def cmd_predict(args: argparse.Namespace) -> None:
             print(f"  {rank}. {100 * hit['prob']:6.2f} %  {hit['class']}")
 
 
+# ----------------------------------------------------------------------------- bench
+
+
+@command
+def add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="ours vs a baseline, interleaved in one process: images/s, memory")
+    p.add_argument("kind", choices=["infer"], help="infer: optimize() vs eager fp32 NCHW")
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls of each before timing")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds per contender per round")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of both (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="infer: torch.compile with freezing")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch", help="infer: fp32 runtime")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="infer: int8 via ONNX Runtime")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import bench_infer, format_table
+
+    result = bench_infer(
+        args.model, batch_size=args.batch_size, device=args.device, input_size=args.input_size,
+        compile=args.compile, runtime=args.runtime, quantize=args.quantize,
+        repeats=args.repeats, warmup=args.warmup, min_time=args.min_time, threads=args.threads,
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_table(result))
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

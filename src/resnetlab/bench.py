@@ -1,0 +1,247 @@
+"""Benchmarks: ours against a named baseline, in one process, interleaved.
+
+Both contenders run in the same process on the same inputs; each repeat times the
+baseline and ours back to back (their order alternates between repeats) so that load
+from other processes hits both alike.  Throughputs are reported as the median over
+repeats with the min..max spread, and the speedup as the median of the per-repeat
+ratios.  Peak memory is the process's peak resident set on CPU (reset before each
+contender where Linux allows it) and the peak allocated memory on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from .errors import ConfigError
+from .registry import create_model, model_info
+
+__all__ = ["compare", "bench_infer", "cpu_threads", "environment", "format_table"]
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """The machine a figure was measured on: versions, threads, CPU or GPU name."""
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the VmHWM (peak RSS) counter of this process
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_memory_mb(device: torch.device) -> Optional[float]:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare(
+    baseline: Callable[[], Any],
+    ours: Callable[[], Any],
+    *,
+    items_per_call: int,
+    device: torch.device,
+    repeats: int = 5,
+    warmup: int = 2,
+    min_time: float = 1.0,
+) -> dict[str, Any]:
+    """Time ``baseline()`` and ``ours()`` interleaved; throughputs in items/s.
+
+    Each of ``repeats`` rounds runs each callable for at least ``min_time`` seconds (and
+    at least one call) after ``warmup`` untimed calls of each.  Returns ``baseline_img_s``,
+    ``img_s`` (medians), their ``*_spread`` ([min, max]), ``speedup`` (median of the
+    per-round ratios) with ``speedup_spread``, ``*_peak_mem_mb`` and ``repeats``.
+    """
+    if repeats < 1 or warmup < 0 or min_time < 0:
+        raise ConfigError("repeats must be >= 1, warmup >= 0 and min_time >= 0")
+    contenders = {"baseline": baseline, "ours": ours}
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    peaks: dict[str, Optional[float]] = {}
+    for name, fn in contenders.items():
+        _reset_peak_memory(device)
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        peaks[name] = _peak_memory_mb(device)
+    for r in range(repeats):
+        order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
+        for name in order:
+            fn = contenders[name]
+            _reset_peak_memory(device)
+            calls, start = 0, time.perf_counter()
+            while True:
+                fn()
+                calls += 1
+                _sync(device)
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_time:
+                    break
+            rates[name].append(calls * items_per_call / elapsed)
+            peak = _peak_memory_mb(device)
+            if peak is not None and (peaks[name] is None or peak > peaks[name]):
+                peaks[name] = peak
+    ratios = [o / b for o, b in zip(rates["ours"], rates["baseline"])]
+
+    def spread(values: list[float]) -> list[float]:
+        return [round(min(values), 2), round(max(values), 2)]
+
+    return {
+        "baseline_img_s": round(statistics.median(rates["baseline"]), 2),
+        "img_s": round(statistics.median(rates["ours"]), 2),
+        "speedup": round(statistics.median(ratios), 3),
+        "baseline_img_s_spread": spread(rates["baseline"]),
+        "img_s_spread": spread(rates["ours"]),
+        "speedup_spread": [round(min(ratios), 3), round(max(ratios), 3)],
+        "baseline_peak_mem_mb": peaks["baseline"],
+        "peak_mem_mb": peaks["ours"],
+        "repeats": repeats,
+    }
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"bad device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda asked for, but no CUDA GPU is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r}: only cpu and cuda are supported")
+    return device
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: Optional[int]) -> Iterator[None]:
+    """Run the block with ``threads`` CPU threads (``None``: leave torch's setting), then restore."""
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def bench_infer(
+    model: str,
+    *,
+    batch_size: int = 16,
+    device: str = "cpu",
+    input_size: Optional[int] = None,
+    compile: bool = False,
+    runtime: str = "torch",
+    quantize: Optional[str] = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    min_time: float = 1.0,
+    threads: Optional[int] = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Inference images/s of :func:`resnetlab.inference.optimize` against eager PyTorch.
+
+    The baseline is what torchvision users run: the same architecture in eager mode, fp32,
+    NCHW, under ``torch.no_grad()``.  Inputs are random (speed does not depend on them);
+    INT8 is calibrated on random inputs here, so its accuracy is measured elsewhere
+    (``benchmarks/int8_accuracy.py``).  ``threads`` sets the CPU threads of both contenders
+    (on a CPU shared with other work, fewer threads than cores gives steadier figures).
+    Returns one JSON-ready dict (DESIGN's bench line).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    dev = _device(device)
+    with cpu_threads(threads):
+        return _bench_infer(model, batch_size, dev, input_size, compile, runtime, quantize,
+                            repeats, warmup, min_time, seed)
+
+
+def _bench_infer(model: str, batch_size: int, dev: torch.device, input_size: Optional[int], compile: bool,
+                 runtime: str, quantize: Optional[str], repeats: int, warmup: int, min_time: float,
+                 seed: int) -> dict[str, Any]:
+    from .inference import optimize
+
+    info = model_info(model)
+    size = info.input_size if input_size is None else (info.input_size[0], input_size, input_size)
+    torch.manual_seed(seed)
+    net = create_model(model).eval().to(dev)
+    x = torch.randn(batch_size, *size, device=dev)
+    calibration = torch.randn(max(batch_size, 32), *size) if quantize else None
+    fast = optimize(net, x, compile=compile, runtime=runtime, quantize=quantize, calibration=calibration)
+
+    def baseline() -> None:
+        with torch.no_grad():
+            net(x)
+
+    def ours() -> None:
+        fast(x)
+
+    result: dict[str, Any] = {
+        "model": model,
+        "batch_size": batch_size,
+        "device": str(dev),
+        "input_size": list(size),
+        "baseline": "eager fp32 NCHW (torchvision-style)",
+        "ours": " + ".join(fast.report["steps"]) + (" [int8]" if quantize else " [fp32]"),
+    }
+    result.update(compare(baseline, ours, items_per_call=batch_size, device=dev,
+                          repeats=repeats, warmup=warmup, min_time=min_time))
+    result.update(
+        setup_s=fast.report["setup_s"],
+        max_rel_diff=round(fast.report["max_rel_diff"], 6),
+        same_top1=fast.report["same_top1"],
+        **environment(dev),
+    )
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A bench result as a small text table: baseline and ours, medians, spreads, memory."""
+    rows = [
+        ("", "img/s (median)", "min..max", "peak mem MB"),
+        (result["baseline"], f"{result['baseline_img_s']:.2f}",
+         "{:.2f}..{:.2f}".format(*result["baseline_img_s_spread"]), str(result["baseline_peak_mem_mb"])),
+        (result["ours"], f"{result['img_s']:.2f}",
+         "{:.2f}..{:.2f}".format(*result["img_s_spread"]), str(result["peak_mem_mb"])),
+        ("speedup (ours / baseline)", f"{result['speedup']:.2f}x",
+         "{:.2f}..{:.2f}".format(*result["speedup_spread"]), ""),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"{result['model']}  batch {result['batch_size']}  device {result['device']}  "
+             f"({result['repeats']} interleaved repeats, torch {result['torch']}, {result['threads']} threads)"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
