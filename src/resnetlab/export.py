@@ -57,7 +57,8 @@ def _export_onnx(model: nn.Module, meta: WeightsMeta, out: Path) -> None:
 
 
 def _export_torchscript(model: nn.Module, meta: WeightsMeta, out: Path) -> None:
-    scripted = torch.jit.trace(model, _example(meta))
+    # No trace check here: export() compares the saved module with PyTorch afterwards.
+    scripted = torch.jit.trace(model, _example(meta), check_trace=False)
     extra = {"resnetlab.json": json.dumps(meta.to_metadata())}
     atomic_save(out, lambda tmp: torch.jit.save(scripted, tmp, _extra_files=extra))
 
@@ -92,6 +93,7 @@ def export(weights: str | os.PathLike, fmt: str, out: str | os.PathLike) -> dict
         # deprecation in favour of torch.export) are not the user's business.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         if fmt == "onnx":
             _export_onnx(model, meta, out)
             diff = onnx_max_abs_diff(out, model, x)
