@@ -30,6 +30,7 @@ class ModelInfo:
     input_size: tuple[int, int, int]
     num_classes: int
     defaults: dict[str, Any] = field(default_factory=dict)
+    generic: bool = False  # needs architecture arguments (e.g. depth); hidden from list_models()
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -42,19 +43,22 @@ def register_model(
     paper: str,
     input_size: tuple[int, int, int] = (3, 224, 224),
     num_classes: int = 1000,
+    generic: bool = False,
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register ``builder`` under ``name`` (default: the function's name).
 
     ``defaults`` are keyword arguments bound for this name, e.g. ``depth=20`` for
-    ``cifar_resnet20`` built by the generic ``cifar_resnet`` builder.
+    ``cifar_resnet20`` built by the generic ``cifar_resnet`` builder.  A ``generic`` name
+    (``cifar_resnet``) needs its architecture arguments (``depth=8``) and is listed only
+    with ``list_models(include_generic=True)``.
     """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or builder.__name__
         if key in _REGISTRY:
             raise RuntimeError(f"model {key!r} registered twice")
-        _REGISTRY[key] = ModelInfo(key, builder, family, paper, input_size, num_classes, dict(defaults))
+        _REGISTRY[key] = ModelInfo(key, builder, family, paper, input_size, num_classes, dict(defaults), generic)
         return builder
 
     return wrap
@@ -78,10 +82,16 @@ def model_info(name: str) -> ModelInfo:
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching the glob ``pattern``, in registration order."""
+def list_models(pattern: str = "*", include_generic: bool = False) -> list[str]:
+    """Registered model names matching the glob ``pattern``, in registration order.
+
+    Generic builders such as ``cifar_resnet`` (any ``depth``) are included on request.
+    """
     _ensure_loaded()
-    return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
+    return [
+        n for n, info in _REGISTRY.items()
+        if fnmatch.fnmatchcase(n, pattern) and (include_generic or not info.generic)
+    ]
 
 
 def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
@@ -98,9 +108,15 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn
         raise ConfigError(f"num_classes must be a positive integer, got {params['num_classes']!r}")
     sig = inspect.signature(info.builder)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    missing = [
+        p.name for p in sig.parameters.values()
+        if p.default is p.empty and p.kind is not p.VAR_KEYWORD and p.name not in params
+    ]
+    if missing:
+        raise ConfigError(f"{name} needs {', '.join(f'{m}=...' for m in missing)}")
     unknown = [k for k in params if k not in sig.parameters and not accepts_any]
     if unknown:
-        allowed = ", ".join(p for p in sig.parameters if p != "num_classes")
+        allowed = ", ".join(p for p in sig.parameters if p != "num_classes" and p not in info.defaults)
         raise ConfigError(f"{name}: unknown argument(s) {', '.join(map(repr, unknown))}; accepted: {allowed}")
     fixed = [k for k in kwargs if k in info.defaults and kwargs[k] != info.defaults[k]]
     if fixed:

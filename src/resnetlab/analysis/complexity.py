@@ -48,3 +48,77 @@ def complexity(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
         model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
     return {"params": int(params), "macs": int(macs)}
+
+
+def _layer_lines(model: nn.Module, input_size: tuple[int, int, int]) -> list[str]:
+    """One line per top-level stage of ``model``: name, what it holds, output shape.
+
+    Named ``nn.Sequential`` containers (``features.denseblock1`` ...) are opened one level.
+    """
+    from collections import Counter
+
+    stage_alias: dict[str, str] = getattr(model, "paper_stage_names", {})
+    rows: list[tuple[str, nn.Module]] = []
+    for name, child in model.named_children():
+        grandchildren = list(child.named_children())
+        if isinstance(child, nn.Sequential) and grandchildren and not grandchildren[0][0].isdigit():
+            rows.extend((f"{name}.{n}", c) for n, c in grandchildren)
+        else:
+            rows.append((name, child))
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, key=key: shapes.__setitem__(key, tuple(out.shape[1:])))
+        for key, m in rows
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    lines = []
+    for key, module in rows:
+        if key not in shapes:  # e.g. a module not used by forward()
+            continue
+        if isinstance(module, nn.Sequential) and len(module) > 0:
+            kinds = Counter(type(m).__name__ for m in module)
+            what = ", ".join(f"{n} x {k}" for k, n in kinds.items())
+        else:
+            what = type(module).__name__
+        label = f"{key} ({stage_alias[key]})" if key in stage_alias else key
+        n_params = sum(p.numel() for p in module.parameters())
+        lines.append(f"{label:22s} {what:34s} -> {'x'.join(map(str, shapes[key])):14s} {n_params:>12,d} params")
+    return lines
+
+
+def describe(name: str, overrides: list[str] | dict | None = None, input_side: int | None = None) -> dict:
+    """What ``resnetlab info`` prints: name, arguments, params, multiply-adds and the stage layout.
+
+    ``overrides`` are model keyword arguments (``["variant=v1.5"]`` or a dict); ``input_side``
+    replaces the side of the model's default square input.
+    """
+    from ..config import parse_overrides
+    from ..registry import create_model, model_info
+
+    kwargs = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    info = model_info(name)
+    num_classes = kwargs.pop("num_classes", None)
+    model = create_model(name, num_classes=num_classes, **kwargs)
+    channels = info.input_size[0]
+    size = info.input_size if input_side is None else (channels, input_side, input_side)
+    if input_side is not None and input_side < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--input-size must be positive, got {input_side}")
+    counts = complexity(model, size)
+    return {
+        "model": name,
+        "family": info.family,
+        "paper": info.paper,
+        "kwargs": model.resnetlab_kwargs,
+        "input_size": list(size),
+        "params": counts["params"],
+        "macs": counts["macs"],
+        "gmacs": round(counts["macs"] / 1e9, 3),
+        "layers": _layer_lines(model, size),
+    }

@@ -53,6 +53,10 @@ def cifar_plain(depth: int, num_classes: int = 10, in_chans: int = 3) -> ResNet:
     return cifar_resnet(depth, num_classes=num_classes, shortcut=None, in_chans=in_chans)
 
 
+register_model("cifar_resnet", family="cifar_resnet", paper=PAPER, input_size=(3, 32, 32), num_classes=10,
+               generic=True)(cifar_resnet)
+register_model("cifar_plain", family="cifar_plain", paper=PAPER, input_size=(3, 32, 32), num_classes=10,
+               generic=True)(cifar_plain)
 for _depth in CIFAR_DEPTHS:
     register_model(f"cifar_resnet{_depth}", family="cifar_resnet", paper=PAPER,
                    input_size=(3, 32, 32), num_classes=10, depth=_depth)(cifar_resnet)

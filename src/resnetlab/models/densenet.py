@@ -323,6 +323,8 @@ CIFAR_DENSENETS: dict[str, tuple[int, int, bool]] = {
     "densenet_bc_250_k24": (250, 24, True),
     "densenet_bc_190_k40": (190, 40, True),
 }
+register_model("cifar_densenet", family="densenet", paper=f"{PAPER}, Table 2", input_size=(3, 32, 32),
+               num_classes=10, generic=True)(cifar_densenet)
 for _name, (_depth, _k, _bc) in CIFAR_DENSENETS.items():
     register_model(_name, family="densenet", paper=f"{PAPER}, Table 2", input_size=(3, 32, 32), num_classes=10,
                    depth=_depth, growth_rate=_k, bc=_bc)(cifar_densenet)
