@@ -1,0 +1,61 @@
+"""Recipes: the papers' numbers as data, overrides checked by type and range."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from resnetlab.config import apply_overrides, parse_overrides
+from resnetlab.errors import ConfigError
+from resnetlab.recipes import RECIPES, TrainConfig, get_recipe
+
+
+def test_paper_cifar_is_section_4_2() -> None:
+    r = get_recipe("paper_cifar")
+    assert (r.batch_size, r.lr, r.momentum, r.weight_decay) == (128, 0.1, 0.9, 1e-4)
+    assert (r.milestones, r.iterations, r.gamma) == ((32_000, 48_000), 64_000, 0.1)
+    assert (r.val, r.augment, r.pad, r.normalization) == ("holdout", "cifar", 4, "per_pixel_mean")
+    assert (r.label_smoothing, r.ema_decay, r.grad_clip, r.warmup_until_train_error) == (0.0, 0.0, 0.0, None)
+
+
+def test_other_recipes() -> None:
+    imagenet = get_recipe("paper_imagenet")
+    assert (imagenet.batch_size, imagenet.schedule, imagenet.iterations, imagenet.augment) == (256, "plateau", 600_000,
+                                                                                                 "imagenet")
+    alexnet = get_recipe("alexnet_imagenet")
+    assert (alexnet.lr, alexnet.weight_decay, alexnet.epochs) == (0.01, 5e-4, 90)
+    densenet = get_recipe("densenet_cifar")
+    assert densenet.nesterov and densenet.milestones == (150, 225) and densenet.epochs == 300
+    assert get_recipe("demo").data == "digits"
+    assert set(RECIPES) == {"paper_cifar", "paper_imagenet", "alexnet_imagenet", "densenet_cifar", "demo"}
+
+
+def test_overrides_are_typed() -> None:
+    r = apply_overrides(get_recipe("paper_cifar"), parse_overrides(
+        ["model=cifar_resnet110", "warmup_until_train_error=0.8", "iterations=64e3", "milestones=[100,200]"]))
+    assert r.model == "cifar_resnet110" and r.iterations == 64_000 and r.milestones == (100, 200)
+    assert get_recipe("paper_cifar").model == "cifar_resnet20"  # recipes are frozen data
+
+
+@pytest.mark.parametrize("pair, key", [
+    ("lr=-0.1", "lr"), ("batch_size=0", "batch_size"), ("gamma=2", "gamma"), ("momentum=1", "momentum"),
+    ("milestones=[48000,32000]", "milestones"), ("batch_size=100", "accumulate"), ("iterations=x", "iterations"),
+    ("amp=fp8", "amp"), ("nosuchkey=1", "nosuchkey"), ("device=tpu", "device"),
+])
+def test_bad_values_name_the_key(pair: str, key: str) -> None:
+    overrides = parse_overrides([pair])
+    if key == "accumulate":
+        overrides["accumulate"] = 3
+    with pytest.raises(ConfigError, match=key):
+        apply_overrides(get_recipe("paper_cifar"), overrides)
+
+
+def test_unknown_recipe() -> None:
+    with pytest.raises(ConfigError, match="paper_cifar"):
+        get_recipe("paper_cifar10")
+
+
+def test_to_dict_is_json_ready() -> None:
+    d = TrainConfig().to_dict()
+    assert d["milestones"] == [32_000, 48_000] and set(d) == {f.name for f in dataclasses.fields(TrainConfig)}
