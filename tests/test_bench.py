@@ -49,3 +49,19 @@ def test_bench_user_errors_are_one_line(argv: list[str], message: str, capsys: p
     assert main(["bench", "infer", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_bench_train_cli_json_times_the_engine_step(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["bench", "train", "weight_decay=0.0005", "--model", "cifar_resnet20", "--batch-size", "4",
+               "--repeats", "1", "--warmup", "0", "--min-time", "0", "--threads", "1", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert BENCH_KEYS <= set(out)
+    assert out["batch_size"] == 4 and "resnetlab.train step" in out["ours"] and out["img_s"] > 0
+
+
+def test_bench_train_rejects_infer_options_and_bad_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "train", "--model", "cifar_resnet20", "--quantize", "int8"]) == 2
+    assert main(["bench", "train", "no_such_key=1", "--model", "cifar_resnet20"]) == 2
+    assert main(["bench", "infer", "compile=true", "--model", "cifar_resnet20"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 3

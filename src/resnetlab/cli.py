@@ -76,6 +76,34 @@ def cmd_info(args: argparse.Namespace) -> None:
             print(f"{key}: {value}")
 
 
+# ----------------------------------------------------------------------------- train
+
+
+@command
+def add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a recipe (paper_cifar, paper_imagenet, alexnet_imagenet, densenet_cifar, demo)")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe fields, e.g. model=cifar_resnet56 lr=0.05")
+    p.add_argument("--data", default=None, help="digits, cifar10=PATH, cifar100=PATH, imagenet=PATH, folder=PATH, synthetic")
+    p.add_argument("--out", default=None, help="run folder (default runs/RECIPE)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import train_recipe
+
+    result = train_recipe(args.recipe, args.overrides, data=args.data, out_dir=args.out, resume=args.resume)
+    if result.interrupted:
+        print(f"resnetlab: stopped at step {result.step}/{result.iterations}; checkpoint saved. "
+              f"Continue with: resnetlab train {args.recipe} ... --out {result.out_dir} --resume", file=sys.stderr)
+        sys.exit(130)
+    val = "n/a" if result.val_err is None else f"{100 * result.val_err:.2f} %"
+    print(f"run folder: {result.out_dir}")
+    print(f"weights: {result.weights}")
+    print(f"steps: {result.step}, validation error: {val}, wall time: {result.seconds:.0f} s")
+
+
 # ----------------------------------------------------------------------------- reproduce / report
 
 
@@ -214,11 +242,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 @command
 def add_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="ours vs a baseline, interleaved in one process: images/s, memory")
-    p.add_argument("kind", choices=["infer"], help="infer: optimize() vs eager fp32 NCHW")
+    p.add_argument("kind", choices=["train", "infer"],
+                   help="train: the engine's step vs an eager NCHW loop; infer: optimize() vs eager fp32 NCHW")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="train: recipe overrides, right after 'train', e.g. compile=true")
     p.add_argument("--model", required=True)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 128 for train, 16 for infer")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
+    p.add_argument("--recipe", default="paper_cifar", help="train: the recipe whose step is timed")
+    p.add_argument("--input-size", type=int, default=None, help="infer: square input side (default: the model's)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each before timing")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per contender per round")
@@ -231,13 +262,25 @@ def add_bench(sub: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import bench_infer, format_table
+    from .bench import bench_infer, bench_train, format_table
+    from .config import parse_overrides
+    from .errors import ConfigError
 
-    result = bench_infer(
-        args.model, batch_size=args.batch_size, device=args.device, input_size=args.input_size,
-        compile=args.compile, runtime=args.runtime, quantize=args.quantize,
-        repeats=args.repeats, warmup=args.warmup, min_time=args.min_time, threads=args.threads,
-    )
+    timing = dict(device=args.device, repeats=args.repeats, warmup=args.warmup, min_time=args.min_time,
+                  threads=args.threads)
+    if args.batch_size is not None:
+        timing["batch_size"] = args.batch_size
+    if args.kind == "train":
+        if args.compile or args.runtime != "torch" or args.quantize or args.input_size:
+            raise ConfigError("bench train: use key=value recipe overrides (e.g. compile=true), "
+                              "not --compile/--runtime/--quantize/--input-size")
+        result = bench_train(args.model, recipe=args.recipe,
+                             overrides=parse_overrides(args.overrides), **timing)
+    else:
+        if args.overrides:
+            raise ConfigError(f"bench infer takes no key=value overrides, got {' '.join(args.overrides)}")
+        result = bench_infer(args.model, input_size=args.input_size,
+                             compile=args.compile, runtime=args.runtime, quantize=args.quantize, **timing)
     if args.json:
         _print_json(result)
     else:
