@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import paper
+from . import paper, runfolder
 from .analysis.complexity import complexity
 from .analysis.plots import Curve, plot_curves, plot_gradient_norms, plot_responses
 from .config import apply_overrides, parse_overrides
@@ -55,8 +55,13 @@ __all__ = [
 ]
 
 DEFAULT_ROOT = Path("runs/reproduce")
-#: recipe keys that change how fast a run goes, not what it computes: passed through unflagged
-NEUTRAL_TRAIN_KEYS = ("device", "amp", "channels_last", "compile", "num_workers", "log_every", "checkpoint_every")
+#: recipe keys that change the speed or the logging of a run, not its weights
+NEUTRAL_TRAIN_KEYS = ("device", "channels_last", "compile", "num_workers", "deterministic", "log_every",
+                      "eval_every", "checkpoint_every")
+#: section 4.2: "For the 110-layer network, we use 0.01 to warm up the training until the training
+#: error is below 80% (about 400 iterations)"; the 1202-layer net is "trained as described above"
+WARMUP_FROM_DEPTH = 110
+WARMUP_UNTIL_TRAIN_ERROR = 0.8
 
 
 @dataclass(frozen=True)
@@ -147,10 +152,11 @@ def _fmt(value: Any) -> str:
 
 
 def settings_note(settings: Any, paper_settings: Any, train_overrides: dict[str, Any] | None = None) -> str | None:
-    """``"shortened: iterations=2000 (paper: 64000); ..."`` or None when the paper's settings hold.
+    """``"shortened: iterations=2000 (paper: the recipe's); ..."`` or None when the paper's settings hold.
 
-    A field differs from the paper unless it only adds depths or seeds to the paper's; a
-    training override outside :data:`NEUTRAL_TRAIN_KEYS` always counts.
+    A field differs from the paper unless it only adds depths or seeds to the paper's.  A
+    training override outside :data:`NEUTRAL_TRAIN_KEYS` (``lr``, ``amp``, ...) is listed
+    after ``changed:``.
     """
     parts = []
     for f in dataclasses.fields(settings):
@@ -160,10 +166,13 @@ def settings_note(settings: Any, paper_settings: Any, train_overrides: dict[str,
         if ours != theirs:
             shown = "the recipe's" if theirs is None else _fmt(theirs)
             parts.append(f"{f.name}={_fmt(ours)} (paper: {shown})")
-    for key, value in sorted((train_overrides or {}).items()):
-        if key not in NEUTRAL_TRAIN_KEYS:
-            parts.append(f"{key}={_fmt(value)} (recipe override)")
-    return "shortened: " + "; ".join(parts) if parts else None
+    changed = [f"{k}={_fmt(v)}" for k, v in sorted((train_overrides or {}).items()) if k not in NEUTRAL_TRAIN_KEYS]
+    note = []
+    if parts:
+        note.append("shortened: " + "; ".join(parts))
+    if changed:
+        note.append("changed from the paper's recipe: " + ", ".join(changed))
+    return " | ".join(note) or None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -230,15 +239,20 @@ def _paper_recipe(settings: CifarSettings) -> Any:
 def _train_config(settings: CifarSettings, model: str, seed: int, train_overrides: dict[str, Any]) -> Any:
     """The recipe for one run: the paper's, with the model, the seed and the shortening applied.
 
-    Shortened runs keep the shape of the schedule: the lr milestones (32k, 48k of 64k,
-    section 4.2) are scaled by ``iterations / 64k``.
+    ResNet-110 and deeper warm up at lr 0.01 until the training error is below 80 % (section
+    4.2).  Shortened runs keep the shape of the schedule: the lr milestones (32k and 48k of
+    64k) and the logging, evaluation and checkpoint intervals are scaled by ``iterations / 64k``.
     """
     recipe = _paper_recipe(settings)
     changes: dict[str, Any] = {"model": model, "seed": seed}
+    if model_info(model).defaults["depth"] >= WARMUP_FROM_DEPTH:
+        changes["warmup_until_train_error"] = WARMUP_UNTIL_TRAIN_ERROR
     if settings.iterations is not None and settings.iterations != recipe.iterations:
         scale = settings.iterations / recipe.iterations
         changes["iterations"] = settings.iterations
         changes["milestones"] = tuple(max(1, round(m * scale)) for m in recipe.milestones)
+        for key in ("log_every", "eval_every", "checkpoint_every"):
+            changes[key] = max(1, round(getattr(recipe, key) * scale))
     if settings.train_subset is not None:
         changes["train_subset"] = settings.train_subset
     changes.update(train_overrides)
@@ -255,52 +269,44 @@ def _run_name(model: str, seed: int, settings: CifarSettings, train_overrides: d
     return "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
 
 
+def _ensure_run(config: Any, run_dir: Path, data: str) -> Path:
+    """Train ``config`` into ``run_dir`` unless it holds ``final.safetensors`` already; a folder
+    with a checkpoint but no final weights is resumed (DESIGN: a killed run resumes to the
+    same result)."""
+    from .train import train
+
+    if (run_dir / "final.safetensors").is_file():
+        print(f"reproduce: {run_dir} is finished; reusing it", file=sys.stderr)
+    else:
+        resume = (run_dir / runfolder.CHECKPOINT).is_file()
+        if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise ConfigError(f"{run_dir} holds an unfinished run without a checkpoint: delete it to start over")
+        print(f"reproduce: training {config.model} seed {config.seed} for {config.iterations} iterations "
+              f"-> {run_dir}", file=sys.stderr)
+        train(config, data=data, out_dir=run_dir, resume=resume)
+    return run_dir
+
+
 def _ensure_runs(
     settings: CifarSettings, train_overrides: dict[str, Any], data: str | None, root: Path
 ) -> dict[tuple[str, int], Path]:
-    """Train every (net, seed) of ``settings`` that has no ``final.safetensors`` yet.
+    """The run folder of every (net, seed) of ``settings``, trained where not finished yet.
 
-    Run folders live in ``root/runs`` so that experiments share them; a folder with a
-    checkpoint but no final weights is resumed (DESIGN: a killed run resumes to the same result).
+    Run folders live in ``root/runs`` so that experiments share them.
     """
     if data is None:
         raise ConfigError("this experiment trains networks: give --data cifar10=PATH (or digits for a smoke run)")
-    from .train import train
-
-    runs = {}
-    nets = settings.nets()
-    for seed in settings.seeds:
-        for model in nets:
-            run_dir = root / "runs" / _run_name(model, seed, settings, train_overrides)
-            runs[(model, seed)] = run_dir
-            if (run_dir / "final.safetensors").is_file():
-                print(f"reproduce: {run_dir} is finished; reusing it", file=sys.stderr)
-                continue
-            config = _train_config(settings, model, seed, train_overrides)
-            resume = run_dir.is_dir() and any(run_dir.glob("checkpoint*"))
-            print(f"reproduce: training {model} seed {seed} -> {run_dir}", file=sys.stderr)
-            train(config, data=data, out_dir=run_dir, resume=resume)
-    return runs
-
-
-def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise DataError(f"{run_dir} is not a training run folder (no metrics.jsonl)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {
+        (model, seed): _ensure_run(_train_config(settings, model, seed, train_overrides),
+                                   root / "runs" / _run_name(model, seed, settings, train_overrides), data)
+        for seed in settings.seeds
+        for model in settings.nets()
+    }
 
 
 def _curve(run_dir: Path, label: str) -> Curve:
     """Training and validation error along a run, from its ``metrics.jsonl``."""
-    curve = Curve(label)
-    for rec in _metrics(run_dir):
-        if rec.get("train_err") is not None:
-            curve.train_iters.append(rec["step"])
-            curve.train_err.append(rec["train_err"])
-        if rec.get("val_err") is not None:
-            curve.val_iters.append(rec["step"])
-            curve.val_err.append(rec["val_err"])
-    return curve
+    return Curve.from_metrics(runfolder.read_metrics(run_dir), label)
 
 
 def _final_val_err(run_dir: Path) -> float:
@@ -314,31 +320,29 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What REPORT.md says about one training run folder: model, seed, length, device,
     wall time, final validation error, and whether it used the full paper recipe."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    records = _metrics(run_dir)
-    steps = [r["step"] for r in records if "step" in r]
-    times = [r["time"] for r in records if "time" in r]
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{run_dir} is not a training run folder (no readable config.json)") from None
+    records = runfolder.read_metrics(run_dir)
     val = [r["val_err"] for r in records if r.get("val_err") is not None]
-    recipe = _paper_recipe(CifarSettings())
-    paper_fields = dataclasses.asdict(recipe)
-    full = all(config.get(k) == _jsonable(v) for k, v in paper_fields.items()
-               if k not in ("model", "seed") + NEUTRAL_TRAIN_KEYS)
+    times = [r["time"] for r in records if "time" in r]
+    expected = _train_config(CifarSettings(), config["model"], config["seed"], {}).to_dict()
+    full = all(config.get(k) == v for k, v in expected.items() if k not in NEUTRAL_TRAIN_KEYS)
+    env = config.get("environment", {})
     return {
         "run": run_dir.name,
         "path": str(run_dir),
         "model": config["model"],
         "seed": config["seed"],
-        "iterations_done": max(steps, default=0),
+        "iterations": config["iterations"],
+        "iterations_done": max((r["step"] for r in records if "step" in r), default=0),
         "finished": (run_dir / "final.safetensors").is_file(),
-        "device": config.get("device"),
+        "device": env.get("gpu") or config.get("device"),
         "wall_time_s": max(times, default=None),
         "val_err": val[-1] if val else None,
         "full": full,
     }
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value))
 
 
 def _val_split(data: str) -> Any:
@@ -348,6 +352,11 @@ def _val_split(data: str) -> Any:
     if ds.images is None:
         raise DataError(f"{data}: the validation split must fit in memory for this experiment (CIFAR, digits)")
     return ds
+
+
+def _label(model: str) -> str:
+    """``cifar_plain56`` -> ``plain-56``, ``cifar_resnet110`` -> ``ResNet-110`` (the paper's names)."""
+    return f"{'plain' if model_info(model).family.endswith('plain') else 'ResNet'}-{model_info(model).defaults['depth']}"
 
 
 def _shortened_label(note: str | None) -> str:
@@ -392,8 +401,8 @@ def run_fig6(settings: CifarSettings, train_overrides: dict, data: str | None, f
     rows, md_rows = [], []
     for model in settings.nets():
         depth = model_info(model).defaults["depth"]
-        family = "plain" if "plain" in model else "ResNet"
-        curve = _curve(runs[(model, seed)], f"{family}-{depth}")
+        family = _label(model).split("-")[0]
+        curve = _curve(runs[(model, seed)], _label(model))
         panels[family].append(curve)
         final_train = curve.train_err[-1] if curve.train_err else None
         final_val = curve.val_err[-1] if curve.val_err else None
@@ -442,8 +451,7 @@ def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, f
     for model in settings.nets():
         net, meta = load_weights(runs[(model, seed)] / "final.safetensors")
         resp = layer_responses(net, val.images, mean=meta.mean, std=meta.std)
-        depth = model_info(model).defaults["depth"]
-        label = f"{'plain' if 'plain' in model else 'ResNet'}-{depth}"
+        label = _label(model)
         stds = [r.std for r in resp]
         curves[label] = stds
         rows.append({"model": model, "label": label, "layers": [dataclasses.asdict(r) for r in resp],
@@ -465,21 +473,18 @@ def _snapshot(settings: CifarSettings, model: str, seed: int, at: int, train_ove
     seeded run is deterministic, so a run stopped at ``at`` with the same milestones is the
     prefix of the whole run: its final weights are the whole run's weights at ``at``.
     """
-    from .train import train
-
     full = _train_config(settings, model, seed, train_overrides)
-    run_dir = root / "runs" / f"{_run_name(model, seed, settings, train_overrides)}-at{at}"
-    if not (run_dir / "final.safetensors").is_file():
-        config = dataclasses.replace(full, iterations=at)
-        print(f"reproduce: training {model} seed {seed} for {at} iterations -> {run_dir}", file=sys.stderr)
-        train(config, data=data, out_dir=run_dir, resume=run_dir.is_dir() and any(run_dir.glob("checkpoint*")))
-    return run_dir / "final.safetensors"
+    name = _run_name(model, seed, settings, train_overrides)
+    if at == full.iterations:
+        return _ensure_run(full, root / "runs" / name, data) / "final.safetensors"
+    config = dataclasses.replace(full, iterations=at)
+    return _ensure_run(config, root / "runs" / f"{name}-at{at}", data) / "final.safetensors"
 
 
 def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
     """Per-layer gradient norms of plain and residual nets of equal depth, at initialisation
-    and after ``grad_at`` iterations of the paper's recipe, on one fixed batch of 128
-    training images (section 4.1: plain nets' gradients keep "healthy norms" with BN, so
+    and after ``grad_at`` iterations of the paper's recipe, on one fixed batch (the recipe's
+    128) of images of the 45k training part (section 4.1: plain nets' gradients keep "healthy norms" with BN, so
     their degradation is an optimisation difficulty, not vanishing gradients)."""
     from .analysis.gradients import gradient_norms
     from .data.datasets import open_train_val
@@ -487,9 +492,11 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
 
     if data is None:
         raise ConfigError("gradients measures on data: give --data cifar10=PATH (or digits)")
+    from .train import _input_normalization
+
     train_set = open_train_val(data)[0]
-    recipe = _paper_recipe(settings)
-    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:128]
+    batch_size = _train_config(settings, settings.nets()[0], 0, train_overrides).batch_size
+    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:batch_size]
     images = torch.stack([train_set[i][0] for i in pick.tolist()])
     targets = train_set.targets[pick]
     seed = settings.seeds[0]
@@ -500,15 +507,16 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
         moment = "initialisation" if at == 0 else f"iteration {at}"
         panels[moment] = {}
         for model in settings.nets():
-            if at == 0:
+            if at == 0:  # the run's own initialisation (train() seeds, then builds) and input normalization
+                config = _train_config(settings, model, seed, train_overrides)
                 torch.manual_seed(seed)
-                net, mean, std = create_model(model, num_classes=len(train_set.classes)), recipe.mean, recipe.std
+                net = create_model(model, num_classes=len(train_set.classes))
+                mean, std = _input_normalization(config, train_set)
             else:
                 net, meta = load_weights(_snapshot(settings, model, seed, at, train_overrides, data, folder.parent))
                 mean, std = meta.mean, meta.std
             norms = gradient_norms(net, images, targets, mean=mean, std=std)
-            depth = model_info(model).defaults["depth"]
-            label = f"{'plain' if 'plain' in model else 'ResNet'}-{depth}"
+            label = _label(model)
             values = [g.norm for g in norms]
             panels[moment][label] = values
             rows.append({"model": model, "label": label, "at": at, "layers": [dataclasses.asdict(g) for g in norms]})

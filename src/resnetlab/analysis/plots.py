@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib
 
@@ -34,6 +34,20 @@ class Curve:
     train_err: list[float] = field(default_factory=list)
     val_iters: list[int] = field(default_factory=list)
     val_err: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_metrics(cls, records: Iterable[Mapping[str, Any]], label: str) -> "Curve":
+        """The curves of a run folder's ``metrics.jsonl`` records (``step`` with ``train_err``
+        and/or ``val_err``)."""
+        curve = cls(label)
+        for rec in records:
+            if rec.get("train_err") is not None:
+                curve.train_iters.append(rec["step"])
+                curve.train_err.append(rec["train_err"])
+            if rec.get("val_err") is not None:
+                curve.val_iters.append(rec["step"])
+                curve.val_err.append(rec["val_err"])
+        return curve
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike, note: str | None, title: str) -> Path:
