@@ -5,6 +5,7 @@ One function per source maps the foreign keys onto a registered model's state di
 - ``akamaster``: the CIFAR checkpoints of pytorch_resnet_cifar10 (any depth, option A).
 - ``torchvision``: ResNets (into ``variant="v1.5"``), VGG, DenseNet; AlexNet refused.
 - ``timm``: the plain ``resnet*`` checkpoints that share torchvision's layout.
+- ``caffe``: the MSRA ResNet-50/101/152 ``.caffemodel`` files, read without Caffe.
 
 Foreign pickles are read only with ``torch.load(..., weights_only=True)`` (safetensors files
 with no pickle at all); every import checks keys and shapes against the target model and
@@ -13,14 +14,17 @@ refuses a mismatch naming the offending tensors (:func:`resnetlab.weights.check_
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +33,7 @@ from .errors import ResnetlabError, WeightsError
 from .registry import create_model
 from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, read_meta, save_weights
 
-__all__ = ["Imported", "IMPORTERS", "read_state_dict", "torchvision_target",
+__all__ = ["Imported", "IMPORTERS", "read_state_dict", "torchvision_target", "read_caffemodel", "caffe_state_dict",
            "import_weights"]
 
 
@@ -44,7 +48,7 @@ class Imported:
     mean: Any
     std: Any
     classes: list[str] | None
-    input_size: tuple[int, int, int] | None = None
+    note: str = ""  # recorded in resnetlab.source, e.g. which mean file was used
 
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
@@ -159,7 +163,8 @@ def _load(model: nn.Module, state: Mapping[str, torch.Tensor], where: Path) -> N
 _DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
-def _resnet_from_keys(state: Mapping[str, torch.Tensor], where: Path, source: str) -> tuple[str, dict]:
+def _resnet_from_keys(state: Mapping[str, torch.Tensor], where: Path, source: str,
+                      variant: str = "v1.5") -> tuple[str, dict]:
     """Registered ResNet name and kwargs for a torchvision-layout state dict (Table 1 stacks only)."""
     from .models.resnet import IMAGENET_STAGES, Bottleneck
 
@@ -167,7 +172,7 @@ def _resnet_from_keys(state: Mapping[str, torch.Tensor], where: Path, source: st
     layers = tuple(_blocks(state, f"layer{i}") for i in range(1, 5))
     for depth, (block, stages) in IMAGENET_STAGES.items():
         if stages == layers and (block is Bottleneck) == bottleneck:
-            return f"resnet{depth}", {"variant": "v1.5", "num_classes": state["fc.weight"].shape[0]}
+            return f"resnet{depth}", {"variant": variant, "num_classes": state["fc.weight"].shape[0]}
     kind = "bottleneck" if bottleneck else "basic"
     raise WeightsError(f"{where}: {source} ResNet with {kind} blocks {layers} per stage is not a ResNet of "
                        "paper Table 1 (18/34/50/101/152)")
@@ -251,6 +256,224 @@ def import_timm(path: Path, model_name: str | None = None) -> Imported:
     return Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(kwargs["num_classes"]))
 
 
+# ----------------------------------------------------------------------------- caffe
+# The MSRA ResNet-50/101/152 models (the paper's own) are Caffe NetParameter protobufs. The few
+# fields needed are read from the protobuf wire format (schema: caffe/src/caffe/proto/caffe.proto),
+# so neither Caffe nor protobuf is required.
+
+#: caffe.proto field numbers
+_NET_LAYER, _NET_V1_LAYERS = 100, 2
+_LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS, _LAYER_CONV, _LAYER_BN = 1, 2, 7, 106, 139
+_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH, _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE = 1, 2, 3, 4, 5, 7, 8
+_CONV_STRIDE, _BN_EPS = 6, 3
+#: BGR mean (0-255) of the ILSVRC-2012 training images, used when the per-pixel mean file is absent
+CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
+_CAFFE_BLOCK = re.compile(r"^(res|bn|scale)(\d)([a-z])(\d*)_branch(1|2a|2b|2c)$")
+_CAFFE_STEM = {"conv1": ("conv1", "res"), "bn_conv1": ("bn1", "bn"), "scale_conv1": ("bn1", "scale")}
+_CAFFE_BRANCH = {"1": ("downsample.0", "downsample.1"), "2a": ("conv1", "bn1"), "2b": ("conv2", "bn2"),
+                 "2c": ("conv3", "bn3")}
+_TORCH_BN_EPS = 1e-5
+
+
+@dataclass
+class CaffeLayer:
+    """The parts of a Caffe LayerParameter an import needs."""
+
+    name: str
+    type: str
+    blobs: list[np.ndarray]
+    stride: int = 1
+    eps: float = 1e-5
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
+    """``(field number, wire type, value)`` of one protobuf message: ints for varints, bytes otherwise."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i:i + size], i + size
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if i > len(buf):
+            raise ValueError("truncated message")
+        yield field, wire, value
+
+
+def _ints(wire: int, value: Any) -> list[int]:
+    """A repeated integer field: one varint, or a packed run of them."""
+    if wire == 0:
+        return [value]
+    out, i = [], 0
+    while i < len(value):
+        v, i = _varint(value, i)
+        out.append(v)
+    return out
+
+
+def _blob(buf: memoryview) -> np.ndarray:
+    legacy, shape, chunks = {}, [], []
+    for field, wire, value in _fields(buf):
+        if field == _BLOB_SHAPE:
+            shape = [d for f, w, v in _fields(value) if f == 1 for d in _ints(w, v)]
+        elif field in (_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH):
+            legacy[field] = value
+        elif field == _BLOB_DATA:
+            chunks.append(np.frombuffer(value, dtype="<f4"))
+        elif field == _BLOB_DOUBLE:
+            chunks.append(np.frombuffer(value, dtype="<f8").astype(np.float32))
+    data = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if not shape and legacy:
+        shape = [legacy.get(f, 1) for f in (_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH)]
+    if math.prod(shape) != data.size:
+        raise ValueError(f"blob of shape {shape} holds {data.size} values")
+    return data.reshape(shape)
+
+
+def read_caffemodel(path: str | os.PathLike) -> list[CaffeLayer]:
+    """The layers of a binary ``.caffemodel`` (NetParameter) with their blobs, strides and BN eps."""
+    path = Path(path)
+    try:
+        buf = memoryview(path.read_bytes())
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    layers = []
+    try:
+        for field, _, value in _fields(buf):
+            if field == _NET_V1_LAYERS:
+                raise WeightsError(f"{path}: a V1-format caffemodel ('layers'); upgrade it with Caffe's "
+                                   "upgrade_net_proto_binary first")
+            if field != _NET_LAYER:
+                continue
+            layer = CaffeLayer("", "", [])
+            for f, w, v in _fields(value):
+                if f == _LAYER_NAME:
+                    layer.name = bytes(v).decode("utf-8")
+                elif f == _LAYER_TYPE:
+                    layer.type = bytes(v).decode("utf-8")
+                elif f == _LAYER_BLOBS:
+                    layer.blobs.append(_blob(v))
+                elif f == _LAYER_CONV:
+                    strides = [s for cf, cw, cv in _fields(v) if cf == _CONV_STRIDE for s in _ints(cw, cv)]
+                    layer.stride = strides[0] if strides else 1
+                elif f == _LAYER_BN:
+                    eps = [struct.unpack("<f", cv)[0] for cf, cw, cv in _fields(v) if cf == _BN_EPS and cw == 5]
+                    layer.eps = eps[0] if eps else layer.eps
+            layers.append(layer)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable caffemodel ({exc})") from None
+    if not layers:
+        raise WeightsError(f"{path}: not a caffemodel (no layers found)")
+    return layers
+
+
+def _caffe_key(name: str) -> tuple[str, str] | None:
+    """``(module prefix, kind)`` of an MSRA layer name: ``res3b2_branch2a`` -> ``("layer2.2.conv1", "res")``."""
+    if name in _CAFFE_STEM:
+        return _CAFFE_STEM[name]
+    m = _CAFFE_BLOCK.match(name)
+    if m is None:
+        return None
+    kind, stage, letter, number, branch = m.groups()
+    # ResNet-50 names its blocks a, b, c, ...; ResNet-101/152 a, b1, b2, ... (res4b22).
+    index = int(number) if number else ord(letter) - ord("a")
+    conv, bn = _CAFFE_BRANCH[branch]
+    return f"layer{int(stage) - 1}.{index}.{conv if kind == 'res' else bn}", kind
+
+
+def caffe_state_dict(layers: list[CaffeLayer], where: Path) -> tuple[StateDict, str]:
+    """Map MSRA ResNet layers onto resnetlab keys; returns ``(state dict, variant)``.
+
+    Caffe's BatchNorm blobs (mean, variance, scale factor) and the following Scale layer
+    (gamma, beta) become one BatchNorm2d; a conv bias before a BN is folded into its mean;
+    a BN eps other than PyTorch's is folded into the variance; conv1 is turned from BGR to RGB.
+    """
+    state: StateDict = {}
+    conv_bias: dict[str, torch.Tensor] = {}
+    variant = "v1"
+    for layer in layers:
+        if not layer.blobs:
+            continue
+        blobs = [torch.from_numpy(b.copy()) for b in layer.blobs]
+        if layer.type == "InnerProduct":
+            state["fc.weight"], state["fc.bias"] = blobs[0].reshape(blobs[0].shape[-2:]), blobs[1].flatten()
+            continue
+        key = _caffe_key(layer.name)
+        if key is None:
+            raise WeightsError(f"{where}: layer {layer.name!r} ({layer.type}) is not part of an MSRA ResNet")
+        prefix, kind = key
+        if kind == "res":
+            weight = blobs[0]
+            if prefix == "conv1":
+                weight = weight.flip(1)  # Caffe feeds BGR images; resnetlab feeds RGB
+            state[prefix + ".weight"] = weight
+            if len(blobs) > 1:
+                conv_bias[prefix] = blobs[1].flatten()
+            if prefix == "layer2.0.conv2" and layer.stride == 2:
+                variant = "v1.5"  # stride on the 3x3: not the MSRA layout, but read as it is
+        elif kind == "bn":
+            factor = float(blobs[2].flatten()[0]) if len(blobs) > 2 else 1.0
+            scale = 0.0 if factor == 0 else 1.0 / factor
+            state[prefix + ".running_mean"] = blobs[0].flatten() * scale
+            state[prefix + ".running_var"] = (blobs[1].flatten() * scale + layer.eps - _TORCH_BN_EPS).clamp(min=0)
+        else:
+            state[prefix + ".weight"] = blobs[0].flatten()
+            state[prefix + ".bias"] = blobs[1].flatten() if len(blobs) > 1 else torch.zeros_like(blobs[0].flatten())
+    for conv, bias in conv_bias.items():
+        bn = "bn1" if conv == "conv1" else conv.replace("conv", "bn").replace("downsample.0", "downsample.1")
+        state[bn + ".running_mean"] = state[bn + ".running_mean"] - bias  # BN(x + b) with mean shifted by b
+    return state, variant
+
+
+def _caffe_mean(path: Path) -> tuple[Any, str]:
+    """The per-pixel mean (RGB, [0, 1] scale) from ``ResNet_mean.binaryproto`` beside ``path``."""
+    mean_file = path.with_name("ResNet_mean.binaryproto")
+    if not mean_file.is_file():
+        bgr = torch.tensor(CAFFE_BGR_MEAN)
+        return (bgr.flip(0) / 255).tolist(), "per-channel ILSVRC mean (ResNet_mean.binaryproto not found)"
+    try:
+        blob = torch.from_numpy(_blob(memoryview(mean_file.read_bytes())).copy())
+    except ValueError as exc:
+        raise WeightsError(f"{mean_file}: not a readable mean file ({exc})") from None
+    blob = blob.reshape(blob.shape[-3:])
+    return (blob.flip(0) / 255).tolist(), f"per-pixel mean {mean_file.name}"
+
+
+def import_caffe(path: Path, model_name: str | None = None) -> Imported:
+    """MSRA ResNet-50/101/152 ``.caffemodel`` (paper's "v1": stride 2 on the first 1x1 of a
+    downsampling block; BGR, 0-255 inputs minus the per-pixel mean of ``ResNet_mean.binaryproto``
+    found beside the model file)."""
+    state, variant = caffe_state_dict(read_caffemodel(path), path)
+    if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
+        raise WeightsError(f"{path}: no MSRA ResNet layers (conv1, res2a_branch2a, ..., fc1000) found")
+    name, kwargs = _resnet_from_keys(state, path, "caffe", variant=variant)
+    model = _target(model_name, name, path, **kwargs)
+    _load(model, state, path)
+    mean, note = _caffe_mean(path)
+    # inputs on the 0-255 scale: (x / 255 - mean / 255) / (1 / 255) = x - mean
+    return Imported(model, mean, [1 / 255] * 3, _imagenet_classes(kwargs["num_classes"]), note=note)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -258,6 +481,7 @@ IMPORTERS: dict[str, Callable[[Path, str | None], Imported]] = {
     "akamaster": import_akamaster,
     "torchvision": import_torchvision,
     "timm": import_timm,
+    "caffe": import_caffe,
 }
 
 
@@ -271,6 +495,7 @@ def import_weights(source: str, path: str | os.PathLike, out: str | os.PathLike,
     if source not in IMPORTERS:
         raise WeightsError(f"unknown import source {source!r}; one of {', '.join(IMPORTERS)}")
     imported = IMPORTERS[source](Path(path), model)
+    note = f" ({imported.note})" if imported.note else ""
     save_weights(imported.model, out, mean=imported.mean, std=imported.std, classes=imported.classes,
-                 source=f"{source}:{Path(path).name}", input_size=imported.input_size)
+                 source=f"{source}:{Path(path).name}{note}")
     return read_meta(out)
