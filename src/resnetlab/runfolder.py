@@ -1,0 +1,151 @@
+"""Run folders: ``config.json``, ``metrics.jsonl`` and the resumable ``checkpoint.pt``.
+
+A run folder is created empty or resumed, never overwritten: an existing non-empty folder
+without ``--resume`` is refused, and ``--resume`` needs a checkpoint written under the same
+config. Checkpoints are written atomically (temp file + ``os.replace``) and read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, WeightsError
+from .weights import atomic_save
+
+__all__ = ["CHECKPOINT", "RESULT_NEUTRAL_KEYS", "prepare", "write_config", "MetricsLog", "save_checkpoint",
+           "load_checkpoint", "read_metrics", "environment"]
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+#: config keys a resumed run may change: they change the speed or the logging, not the weights.
+RESULT_NEUTRAL_KEYS = ("device", "num_workers", "compile", "log_every", "checkpoint_every")
+
+
+def environment(device: torch.device, world_size: int) -> dict[str, Any]:
+    """Versions, device, processes and the git commit of the code: what a run ran on."""
+    from . import __version__
+
+    env: dict[str, Any] = {
+        "resnetlab": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "device": str(device),
+        "world_size": world_size,
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=False).stdout.strip()
+        env["git_commit"] = commit or None
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env
+
+
+def prepare(out_dir: str | os.PathLike, config: dict[str, Any], resume: bool) -> Path | None:
+    """Check the run folder before any work; returns the checkpoint to resume from (or None).
+
+    Refused with :class:`ConfigError`, touching nothing: a non-empty folder without
+    ``resume``; ``resume`` without a checkpoint; ``resume`` with a config that differs in a
+    key that changes the result (the differing keys are named).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    if not resume:
+        if out.is_dir() and any(out.iterdir()):
+            raise ConfigError(f"run folder {out} is not empty: continue it with --resume or choose another --out")
+        return None
+    checkpoint = out / CHECKPOINT
+    if not checkpoint.is_file():
+        raise ConfigError(f"nothing to resume in {out} (no {CHECKPOINT})")
+    try:
+        saved = json.loads((out / CONFIG).read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{out / CONFIG} is missing or unreadable: cannot check the config to resume") from None
+    changed = [k for k in sorted(set(saved) | set(config))
+               if k not in RESULT_NEUTRAL_KEYS and saved.get(k) != config.get(k)]
+    if changed:
+        diff = "; ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ConfigError(f"cannot resume {out} with a different config ({diff}); use the original settings "
+                          f"or a new --out")
+    return checkpoint
+
+
+def write_config(out_dir: Path, config: dict[str, Any], data: str, env: dict[str, Any]) -> None:
+    """``config.json``: the resolved config's fields at the top level (as recipes name them),
+    plus ``config`` (the same, for resume checks), ``data`` and ``environment``."""
+    body = dict(config, data_spec=data, config=config, environment=env, device=env["device"])
+    text = json.dumps(body, indent=2) + "\n"
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_save(out_dir / CONFIG, write)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``; :meth:`offset` is stored in
+    checkpoints so that a resumed run first cuts the lines written after its checkpoint."""
+
+    def __init__(self, out_dir: Path, enabled: bool = True) -> None:
+        self.path = out_dir / METRICS
+        self.enabled = enabled
+
+    def offset(self) -> int:
+        """Current size of the file in bytes."""
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def truncate(self, offset: int) -> None:
+        """Drop everything after byte ``offset`` (records newer than the resumed checkpoint)."""
+        if self.enabled and self.path.exists():
+            with open(self.path, "r+b") as f:
+                f.truncate(offset)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one line (flushed: a killed run keeps what it logged)."""
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``out_dir/metrics.jsonl`` (an unfinished last line is ignored)."""
+    path = Path(out_dir) / METRICS
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a crash mid-write keeps the previous checkpoint."""
+    atomic_save(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no code from the file can run)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle refused, ...
+        raise WeightsError(f"{path}: cannot read checkpoint ({exc.__class__.__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise WeightsError(f"{path}: not a resnetlab training checkpoint")
+    return state

@@ -1,0 +1,241 @@
+"""The training engine: exact resume (in process and after SIGKILL), SIGTERM, NaN, run-folder
+refusals, schedules, batched augmentation, DDP on 2 CPU processes, and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnetlab import registry
+from resnetlab.cli import main
+from resnetlab.data.transforms import crop_flip
+from resnetlab.errors import ConfigError, TrainingError
+from resnetlab.models.cifar_resnet import cifar_resnet
+from resnetlab.recipes import TrainConfig, get_recipe
+from resnetlab import train as train_mod
+from resnetlab.train import learning_rate, train
+
+TINY = "_test_cifar_resnet8"
+REGISTER = f"""
+from resnetlab.registry import register_model
+from resnetlab.models.cifar_resnet import cifar_resnet
+register_model({TINY!r}, family="test", paper="test", input_size=(3, 32, 32), num_classes=10, depth=8)(cifar_resnet)
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model():
+    """A ResNet-8 (6n+2, n=1) registered for these tests only."""
+    registry.register_model(TINY, family="test", paper="test", input_size=(3, 32, 32), num_classes=10, depth=8)(
+        cifar_resnet)
+    yield TINY
+    registry._REGISTRY.pop(TINY)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = dataclasses.replace(get_recipe("demo"), model=TINY, batch_size=16, iterations=8, milestones=(6,),
+                               train_subset=64, log_every=2, eval_every=4, checkpoint_every=2)
+    return dataclasses.replace(base, **changes)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "final.safetensors")
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
+    """An uninterrupted 8-step run."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    result = train(tiny_config(), out_dir=out, progress=False)
+    assert result.step == 8 and not result.interrupted and result.weights == out / "final.safetensors"
+    return out
+
+
+def test_run_folder_contents(reference: Path) -> None:
+    config = json.loads((reference / "config.json").read_text())
+    assert config["model"] == TINY and config["seed"] == 0 and config["device"] == "cpu"
+    assert {"torch", "git_commit", "world_size"} <= set(config["environment"])
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train_err" in r] == [2, 4, 6, 8]
+    assert [r["step"] for r in records if "val_err" in r] == [4, 8]
+    assert all(k in records[0] for k in ("train_loss", "train_err", "lr", "img_s", "time"))
+    assert (reference / "curves.png").stat().st_size > 1000
+    from resnetlab.weights import read_meta
+
+    meta = read_meta(reference / "final.safetensors")
+    assert meta.model == TINY and torch.tensor(meta.mean).shape == (3, 16, 16)  # per-pixel mean (section 4.2)
+
+
+def test_sigterm_then_resume_is_bit_identical(reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def lr_and_signal(cfg, step, total, milestones, state):
+        calls.append(step)
+        if step == 5 and len(calls) == 6:  # SIGTERM arrives during step 5 (0-based) of the first run
+            os.kill(os.getpid(), signal.SIGTERM)
+        return learning_rate(cfg, step, total, milestones, state)
+
+    monkeypatch.setattr(train_mod, "learning_rate", lr_and_signal)
+    out = tmp_path / "run"
+    stopped = train(tiny_config(), out_dir=out, progress=False)
+    assert stopped.interrupted and stopped.step == 6 and not (out / "final.safetensors").exists()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 6
+    resumed = train(tiny_config(), out_dir=out, resume=True, progress=False)
+    assert resumed.step == 8 and not resumed.interrupted
+    assert_identical(weights(out), weights(reference))
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(line)["step"] for line in (reference / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_then_resume_is_bit_identical(reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    script = REGISTER + textwrap.dedent(f"""
+        import dataclasses, time, torch
+        torch.set_num_threads({torch.get_num_threads()})  # same float reduction order as the reference
+        from resnetlab import train as t
+        from resnetlab.recipes import get_recipe
+        slow = t.learning_rate
+        def lr(*a):  # slow the run down so that the kill lands mid-run
+            time.sleep(0.5)
+            return slow(*a)
+        t.learning_rate = lr
+        cfg = dataclasses.replace(get_recipe("demo"), model={TINY!r}, batch_size=16, iterations=8, milestones=(6,),
+                                  train_subset=64, log_every=2, eval_every=4, checkpoint_every=2)
+        t.train(cfg, out_dir={str(out)!r}, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 4:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert 4 <= killed_at < 8 and not (out / "final.safetensors").exists()
+    train(tiny_config(), out_dir=out, resume=True, progress=False)
+    assert_identical(weights(out), weights(reference))
+
+
+def test_refusals_touch_nothing(reference: Path, tmp_path: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in reference.iterdir()}
+    with pytest.raises(ConfigError, match="not empty.*--resume"):
+        train(tiny_config(), out_dir=reference, progress=False)
+    with pytest.raises(ConfigError, match=r"different config \(lr: 0.1 -> 0.2\)"):
+        train(tiny_config(lr=0.2), out_dir=reference, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(tiny_config(), out_dir=tmp_path / "fresh", resume=True, progress=False)
+    assert before == {p.name: p.stat().st_mtime_ns for p in reference.iterdir()}
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"at step \d.*last good checkpoint \(step \d\)"):
+        train(tiny_config(lr=1e30, checkpoint_every=1, log_every=1, eval_every=0), out_dir=out, progress=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] >= 1
+    assert not (out / "final.safetensors").exists()
+
+
+def test_schedules() -> None:
+    cfg = get_recipe("paper_cifar")
+    state = {"warm": False, "plateau_factor": 1.0}
+    lrs = [learning_rate(cfg, s, 64_000, [32_000, 48_000], state) for s in (0, 31_999, 32_000, 48_000, 63_999)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001, 0.001])
+    # ResNet-110 (section 4.2): 0.01 until the training error is below 80 %, then the schedule
+    warm = dataclasses.replace(cfg, warmup_until_train_error=0.8)
+    assert learning_rate(warm, 10, 64_000, [32_000], state) == 0.01
+    assert learning_rate(warm, 10, 64_000, [32_000], {"warm": True, "plateau_factor": 1.0}) == 0.1
+    cosine = dataclasses.replace(cfg, schedule="cosine", warmup_iterations=10)
+    assert learning_rate(cosine, 0, 100, [], state) == pytest.approx(0.01 * 0.5 * 2)
+    assert learning_rate(cosine, 50, 100, [], state) == pytest.approx(0.05)
+    plateau = dataclasses.replace(cfg, schedule="plateau", plateau_patience=2)
+    st = {"warm": False, "plateau_factor": 1.0, "best_val": None, "bad_evals": 0}
+    for err in (0.5, 0.4, 0.45, 0.41):
+        train_mod._plateau(plateau, st, err)
+    assert st["plateau_factor"] == pytest.approx(0.1)
+
+
+def test_batched_crop_flip_matches_per_image() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    oy, ox = torch.tensor([0, 8, 4, 1, 2]), torch.tensor([8, 0, 4, 3, 7])
+    flip = torch.tensor([True, False, True, False, True])
+    out = crop_flip(x, 4, oy, ox, flip)
+    for i in range(5):
+        padded = torch.nn.functional.pad(x[i], (4, 4, 4, 4))
+        ref = padded[:, oy[i]:oy[i] + 8, ox[i]:ox[i] + 8]
+        if flip[i]:
+            ref = ref.flip(-1)
+        assert torch.equal(out[i], ref), i
+
+
+def test_ddp_two_cpu_processes_match_one(tmp_path: Path) -> None:
+    """torchrun, 2 processes on gloo, batch 16 split 8+8 == one process accumulating 2 x 8."""
+    script = tmp_path / "ddp.py"
+    script.write_text(REGISTER + textwrap.dedent(f"""
+        import dataclasses, os, sys, torch
+        from resnetlab import train as t
+        from resnetlab.recipes import get_recipe
+        nets = []
+        make = t.make_train_step
+        t.make_train_step = lambda net, *a, **k: nets.append(net) or make(net, *a, **k)
+        cfg = dataclasses.replace(get_recipe("demo"), model={TINY!r}, batch_size=16, iterations=4, milestones=(3,),
+                                  train_subset=64, log_every=2, eval_every=0, checkpoint_every=2,
+                                  accumulate=int(sys.argv[2]))
+        t.train(cfg, out_dir=sys.argv[1], progress=False)
+        net = getattr(nets[0], "module", nets[0])
+        torch.save(net.state_dict(), os.path.join(sys.argv[1], f"rank{{os.environ.get('RANK', '0')}}.pt"))
+        """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(tmp_path / "ddp"), "1"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "2"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    # BN running statistics are per rank (DDP re-broadcasts rank 0's before each forward, and
+    # accumulation updates them once per micro-batch): every other tensor must agree.
+    def learned(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
+
+    rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert_identical(learned(rank0), learned(rank1))
+    a, b = learned(weights(tmp_path / "ddp")), learned(weights(tmp_path / "one"))
+    assert a.keys() == b.keys() and len(a) > 10
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_cli_train_smoke_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["train", "demo", f"model={TINY}", "iterations=2", "milestones=[1]", "batch_size=16", "train_subset=32",
+            "log_every=1", "eval_every=0", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "run folder" in out and (tmp_path / "run" / "final.safetensors").is_file()
+    assert main(argv) == 2  # not empty, no --resume
+    assert "not empty" in capsys.readouterr().err
+    assert main(["train", "demo", "lr=0", "--out", str(tmp_path / "x")]) == 2
+    assert "lr must be > 0" in capsys.readouterr().err
+    assert main(["train", "paper_cifar", "--data", f"cifar10={tmp_path / 'none'}", "--out", str(tmp_path / "y")]) == 2
+    assert "not found" in capsys.readouterr().err and not (tmp_path / "y").exists()
