@@ -28,3 +28,7 @@ class WeightsError(ResnetlabError):
 
 class DataError(ResnetlabError):
     """A data set path or layout that cannot be used, or an unreadable image."""
+
+
+class TrainingError(ResnetlabError):
+    """A training run that cannot go on (a NaN/inf loss); its last good checkpoint is kept."""
