@@ -26,7 +26,7 @@ def test_shortened_settings_say_so() -> None:
     paper = EXPERIMENTS["fig6"].settings
     note = settings_note(CifarSettings(depths=(20, 56), plain_depths=paper.plain_depths, iterations=2000), paper)
     assert note.startswith("shortened: ")
-    assert "depths=[20,56] (paper: [20,32,44,56])" in note and "iterations=2000 (paper: the recipe's)" in note
+    assert "depths=[20,56] (full: [20,32,44,56])" in note and "iterations=2000 (full: the recipe's)" in note
     # asking for more than the paper (plain/ResNet-110, more seeds) is not a shortening
     more = CifarSettings(depths=(20, 32, 44, 56, 110), plain_depths=paper.plain_depths, seeds=(0, 1, 2))
     assert settings_note(more, paper) is None
@@ -59,7 +59,7 @@ def test_table1_beside_the_paper(tmp_path) -> None:
     assert rows["resnet18"]["macs"] / 1e9 == pytest.approx(1.8, rel=0.02)
     assert rows["resnet34"]["macs"] / 1e9 == pytest.approx(3.6, rel=0.02)
     assert rows["resnet34"]["params"] == 21_797_672  # torchvision's resnet34
-    assert record["note"] == "shortened: models=resnet[13][48] (paper: *)"
+    assert record["note"] == "shortened: models=resnet[13][48] (full: *)"
     table = (folder / "table.md").read_text()
     assert "| resnet18 | 11.69 | 1.81 | 1.8 | +0.8 % |" in table
     assert record["command"] == f"resnetlab reproduce table1 'models=resnet[13][48]' --out {tmp_path}"
@@ -84,7 +84,7 @@ def test_report_from_table1(tmp_path, capsys) -> None:
     assert main(["report", "--out", str(tmp_path / "root"), "--results", str(tmp_path / "results")]) == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert "## Table 1 (table1)" in report
-    assert "**shortened: models=resnet18 (paper: *)**" in report
+    assert "**shortened: models=resnet18 (full: *)**" in report
     assert "resnetlab reproduce table1 models=resnet18" in report
     assert "Not yet trained with the full recipe" in report
     assert not (tmp_path / "results" / "cifar10").exists()
@@ -111,8 +111,10 @@ def test_shortened_cifar_experiments_end_to_end(tmp_path) -> None:
         assert (tmp_path / name / "table.md").read_text().startswith("**shortened: ")
     for png in ("fig6/fig6.png", "fig7/fig7.png", "gradients/gradients.png"):
         assert (tmp_path / png).stat().st_size > 1000
-    fig7 = json.loads((tmp_path / "fig7" / "experiment.json").read_text())["results"]["rows"]
-    assert [len(r["layers"]) for r in fig7] == [19, 19]  # 6n+1 3x3 layers of a 20-layer net
+    fig7 = json.loads((tmp_path / "fig7" / "experiment.json").read_text())["results"]
+    assert [len(r["layers"]) for r in fig7["rows"]] == [19, 19]  # 6n+1 3x3 layers of a 20-layer net
+    (claim,) = fig7["claims"]  # ResNet-20 vs plain-20, checked against the paper either way
+    assert claim.startswith("mean response std: ResNet-20 ") and "(paper: smaller)" in claim
     grads = json.loads((tmp_path / "gradients" / "experiment.json").read_text())["results"]["rows"]
     assert [(r["label"], r["at"]) for r in grads] == [("plain-20", 0), ("ResNet-20", 0), ("plain-20", 4),
                                                      ("ResNet-20", 4)]

@@ -69,15 +69,16 @@ def _section(record: dict[str, Any], results: Path) -> list[str]:
         shutil.copyfile(png, figures / png.name)
         table = table.replace(f"]({png.name})", f"]({name}/{png.name})")
     hw = record["hardware"]
-    device = hw["gpu"] or f"CPU {hw['cpu']} ({hw['torch_threads']} threads)"
+    device = hw["gpu"] or f"CPU {hw['cpu']} ({hw['torch_threads']} threads, load average {hw.get('load_avg_1min')})"
+    reused = " (training runs reused from earlier experiments not counted again)" if "depths" in record["settings"] else ""
     status = f"**{record['note']}**" if record["note"] else "paper's settings, unchanged"
     lines = [
         f"## {record['paper_ref']} ({name}): {record['claim']}",
         "",
         f"- status: {status}",
         f"- command: `{record['command']}`",
-        f"- hardware: {device}; torch {hw['torch']}; wall time {record['wall_time_s']:.0f} s "
-        f"(training runs reused from earlier experiments are not counted again); finished {record['finished']}",
+        f"- hardware: {device}; torch {hw['torch']}; wall time {record['wall_time_s']:.0f} s{reused}; "
+        f"finished {record['finished']}",
         "",
         table.rstrip(),
         "",

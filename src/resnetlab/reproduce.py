@@ -142,6 +142,8 @@ def hardware() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        # the CPU may be shared: the load average says how much of it this run had
+        "load_avg_1min": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -152,7 +154,7 @@ def _fmt(value: Any) -> str:
 
 
 def settings_note(settings: Any, paper_settings: Any, train_overrides: dict[str, Any] | None = None) -> str | None:
-    """``"shortened: iterations=2000 (paper: the recipe's); ..."`` or None when the paper's settings hold.
+    """``"shortened: iterations=2000 (full: the recipe's); ..."`` or None when the paper's settings hold.
 
     A field differs from the paper unless it only adds depths or seeds to the paper's.  A
     training override outside :data:`NEUTRAL_TRAIN_KEYS` (``lr``, ``amp``, ...) is listed
@@ -165,7 +167,7 @@ def settings_note(settings: Any, paper_settings: Any, train_overrides: dict[str,
             continue
         if ours != theirs:
             shown = "the recipe's" if theirs is None else _fmt(theirs)
-            parts.append(f"{f.name}={_fmt(ours)} (paper: {shown})")
+            parts.append(f"{f.name}={_fmt(ours)} (full: {shown})")
     changed = [f"{k}={_fmt(v)}" for k, v in sorted((train_overrides or {}).items()) if k not in NEUTRAL_TRAIN_KEYS]
     note = []
     if parts:
@@ -195,6 +197,14 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def _pct(err: float | None) -> str:
     return "-" if err is None else f"{100 * err:.2f}"
+
+
+def _pct_sign(err: float) -> str:
+    return f"{100 * err:.2f} %"
+
+
+def _claims_text(claims: list[str]) -> str:
+    return "\n" + "".join(f"- {line}\n" for line in claims) if claims else ""
 
 
 # ----------------------------------------------------------------------------- Table 1
@@ -378,17 +388,22 @@ def run_cifar_table6(settings: CifarSettings, train_overrides: dict, data: str |
         paper_cell = "-" if paper_err is None else f"{paper_err}"
         if depth == 110:
             paper_cell += " (%.2f ± %.2f)" % paper.CIFAR10_RESNET110_MEAN_STD
-        rows.append({"model": model, "depth": depth, "params": params, "val_err": errs, "mean": mean, "std": std,
+        rows.append({"model": model, "family": "ResNet", "depth": depth, "params": params, "val_err": errs,
+                     "mean": mean, "std": std,
                      "best": min(errs), "paper_test_err_pct": paper_err, "paper_params_m": paper_params,
                      "runs": [str(runs[(model, s)]) for s in settings.seeds]})
         ours = f"{100 * min(errs):.2f}" + (f" ({100 * mean:.2f} ± {100 * std:.2f}, {len(errs)} runs)" if len(errs) > 1 else "")
         md_rows.append([model, f"{params / 1e6:.2f}M", "-" if paper_params is None else f"{paper_params}M",
                         ours, paper_cell])
     note = settings_note(settings, EXPERIMENTS["cifar_table6"].settings, train_overrides)
+    # Table 6: the error falls with depth up to 110 layers.
+    claims = _depth_trend([r for r in rows if r["depth"] <= 110], "ResNet", "mean", "mean validation error",
+                          "smaller", _pct_sign)
     table = _shortened_label(note) + _markdown_table(
         ["net", "params", "paper params", "ours: 5k-val error % (best; mean ± std)", "paper: test error %"], md_rows)
+    table += _claims_text(claims)
     _write_text(folder / "table.md", table)
-    return {"rows": rows}
+    return {"rows": rows, "claims": claims}
 
 
 def run_fig6(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
@@ -410,31 +425,43 @@ def run_fig6(settings: CifarSettings, train_overrides: dict, data: str | None, f
                      "final_val_err": final_val, "run": str(runs[(model, seed)])})
         md_rows.append([f"{family}-{depth}", _pct(final_train), _pct(final_val)])
     plot_curves({k: v for k, v in panels.items() if v}, folder / "fig6.png", note=note)
-    degradation = _degradation(rows)
+    # Fig. 6: deeper plain nets have higher training and validation error; deeper ResNets lower.
+    claims = (_depth_trend(rows, "plain", "final_val_err", "validation error", "larger", _pct_sign)
+              + _depth_trend(rows, "ResNet", "final_val_err", "validation error", "smaller", _pct_sign)
+              + _depth_trend(rows, "plain", "final_train_err", "training error", "larger", _pct_sign))
     table = _shortened_label(note) + _markdown_table(
         ["net", "final training error % (last logged)", "final validation error %"], md_rows)
-    table += "\n" + "\n".join(f"- {line}" for line in degradation["lines"]) + "\n"
-    table += "\n![Fig. 6](fig6.png)\n"
+    table += _claims_text(claims) + "\n![Fig. 6](fig6.png)\n"
     _write_text(folder / "table.md", table)
-    return {"rows": rows, "degradation": degradation, "seed": seed}
+    return {"rows": rows, "claims": claims, "seed": seed}
 
 
-def _degradation(rows: list[dict]) -> dict:
-    """Does the plain net's validation error grow with depth while the ResNet's shrinks?"""
-    out: dict[str, Any] = {"lines": []}
-    for family, paper_says in (("plain", "worse"), ("ResNet", "better")):
-        fam = sorted((r for r in rows if r["family"] == family and r["final_val_err"] is not None),
-                     key=lambda r: r["depth"])
-        if len(fam) < 2:
-            continue
-        shallow, deep = fam[0], fam[-1]
-        ours = "worse" if deep["final_val_err"] > shallow["final_val_err"] else "better"
-        out[family] = {"shallow": shallow["model"], "deep": deep["model"], "deeper_is": ours}
-        out["lines"].append(
-            f"{family}-{deep['depth']} vs {family}-{shallow['depth']}: {_pct(deep['final_val_err'])} % vs "
-            f"{_pct(shallow['final_val_err'])} % validation error: deeper is {ours} "
-            f"(paper: {paper_says}) {'- as in the paper' if ours == paper_says else '- NOT as in the paper'}")
-    return out
+def _verdict(ours: str, paper_says: str) -> str:
+    return f"(paper: {paper_says}) - {'as in the paper' if ours == paper_says else 'NOT as in the paper'}"
+
+
+def _depth_trend(rows: list[dict], family: str, key: str, what: str, paper_says: str, fmt: Callable) -> list[str]:
+    """One line comparing the deepest and shallowest ``family`` net on ``rows[i][key]``:
+    is the deeper one ``"larger"`` or ``"smaller"``, and is that what the paper reports?"""
+    fam = sorted((r for r in rows if r["family"] == family and r[key] is not None), key=lambda r: r["depth"])
+    if len(fam) < 2:
+        return []
+    shallow, deep = fam[0], fam[-1]
+    ours = "larger" if deep[key] > shallow[key] else "smaller"
+    return [f"{what}: {family}-{deep['depth']} {fmt(deep[key])} vs {family}-{shallow['depth']} "
+            f"{fmt(shallow[key])}: the deeper net's is {ours} {_verdict(ours, paper_says)}"]
+
+
+def _family_gap(rows: list[dict], key: str, what: str, paper_says: str, fmt: Callable) -> list[str]:
+    """Lines comparing ResNet and plain nets of equal depth on ``key``."""
+    lines = []
+    for depth in sorted({r["depth"] for r in rows}):
+        pair = {r["family"]: r for r in rows if r["depth"] == depth}
+        if {"plain", "ResNet"} <= set(pair):
+            ours = "smaller" if pair["ResNet"][key] < pair["plain"][key] else "larger"
+            lines.append(f"{what}: ResNet-{depth} {fmt(pair['ResNet'][key])} vs plain-{depth} "
+                         f"{fmt(pair['plain'][key])}: the ResNet's is {ours} {_verdict(ours, paper_says)}")
+    return lines
 
 
 def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
@@ -454,15 +481,20 @@ def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, f
         label = _label(model)
         stds = [r.std for r in resp]
         curves[label] = stds
-        rows.append({"model": model, "label": label, "layers": [dataclasses.asdict(r) for r in resp],
+        rows.append({"model": model, "label": label, "family": label.split("-")[0],
+                     "depth": model_info(model).defaults["depth"], "layers": [dataclasses.asdict(r) for r in resp],
                      "mean_std": statistics.fmean(stds), "run": str(runs[(model, seed)])})
         md_rows.append([label, len(stds), f"{statistics.fmean(stds):.3f}", f"{max(stds):.3f}", f"{min(stds):.3f}"])
     plot_responses(curves, folder / "fig7.png", note=note)
+    # Fig. 7: ResNets respond less than their plain counterparts, deeper ResNets less again.
+    claims = (_family_gap(rows, "mean_std", "mean response std", "smaller", "{:.3f}".format)
+              + _depth_trend(rows, "ResNet", "mean_std", "mean response std", "smaller", "{:.3f}".format))
     table = _shortened_label(note) + _markdown_table(
         ["net", "3x3 layers", "mean response std", "max", "min"], md_rows)
-    table += f"\nMeasured on the {len(val)} validation images, eval mode.\n\n![Fig. 7](fig7.png)\n"
+    table += f"\nMeasured on the {len(val)} validation images, eval mode.\n" + _claims_text(claims)
+    table += "\n![Fig. 7](fig7.png)\n"
     _write_text(folder / "table.md", table)
-    return {"rows": rows, "seed": seed, "n_images": len(val)}
+    return {"rows": rows, "claims": claims, "seed": seed, "n_images": len(val)}
 
 
 def _snapshot(settings: CifarSettings, model: str, seed: int, at: int, train_overrides: dict, data: str,
