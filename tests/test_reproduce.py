@@ -38,8 +38,9 @@ def test_shortened_settings_say_so() -> None:
 
 
 def test_cifar_settings_refuse_bad_values() -> None:
-    with pytest.raises(ConfigError, match="6n\\+2"):
-        CifarSettings(depths=(21,))
+    for depth in (21, 8):  # 8 is 6n+2 but not a registered CIFAR net
+        with pytest.raises(ConfigError, match="6n\\+2"):
+            CifarSettings(depths=(depth,))
     with pytest.raises(ConfigError):
         CifarSettings(seeds=())
     with pytest.raises(ConfigError):

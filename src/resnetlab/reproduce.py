@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import shlex
@@ -39,6 +38,7 @@ from .analysis.complexity import complexity
 from .analysis.plots import Curve, plot_curves, plot_gradient_norms, plot_responses
 from .config import apply_overrides, parse_overrides
 from .errors import ConfigError, DataError
+from .models.cifar_resnet import CIFAR_DEPTHS
 from .registry import create_model, list_models, model_info
 
 __all__ = [
@@ -92,8 +92,9 @@ class CifarSettings:
 
     def __post_init__(self) -> None:
         for d in self.depths + self.plain_depths:
-            if d < 8 or (d - 2) % 6:
-                raise ConfigError(f"depths: {d} is not a CIFAR depth 6n+2 (20, 32, 44, 56, 110, 1202)")
+            if d not in CIFAR_DEPTHS:
+                raise ConfigError(f"depths: {d} is not one of the paper's CIFAR depths 6n+2 "
+                                  f"({', '.join(map(str, CIFAR_DEPTHS))})")
         if not self.depths or not self.seeds:
             raise ConfigError("depths and seeds must not be empty")
         if self.iterations is not None and self.iterations < 1:
@@ -121,7 +122,6 @@ class Experiment:
     claim: str
     settings: Any
     runner: Runner
-    needs_data: bool = True
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -293,7 +293,8 @@ def _ensure_run(config: Any, run_dir: Path, data: str) -> Path:
             raise ConfigError(f"{run_dir} holds an unfinished run without a checkpoint: delete it to start over")
         print(f"reproduce: training {config.model} seed {config.seed} for {config.iterations} iterations "
               f"-> {run_dir}", file=sys.stderr)
-        train(config, data=data, out_dir=run_dir, resume=resume)
+        if train(config, data=data, out_dir=run_dir, resume=resume).interrupted:
+            raise KeyboardInterrupt  # the run saved a checkpoint; the same command resumes it
     return run_dir
 
 
@@ -570,7 +571,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         Experiment("table1", "Table 1", "multiply-adds of ResNet-18/34/50/101/152 (and VGG-19's 19.6e9)",
-                   Table1Settings(), run_table1, needs_data=False),
+                   Table1Settings(), run_table1),
         Experiment("cifar_table6", "Table 6", "ResNets improve with depth up to 110 layers (6.43 %)",
                    CifarSettings(depths=(20, 32, 44, 56, 110)), run_cifar_table6),
         Experiment("fig6", "Fig. 6", "deeper plain nets train worse (degradation); deeper ResNets better",
