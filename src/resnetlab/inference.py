@@ -243,9 +243,12 @@ def _onnxruntime_model(
             pre_path = os.path.join(tmp, "pre.onnx")
             quant_pre_process(fp32_path, pre_path, skip_symbolic_shape=True)
             path = os.path.join(tmp, "int8.onnx")
+            # reduce_range: 7-bit weights.  x86 CPUs without VNNI multiply u8 x s8 with
+            # VPMADDUBSW, whose int16 pair sums saturate at full range: on the akamaster
+            # ResNet-20 that cost 1.4 points of CIFAR top-1, 7-bit weights cost none.
             quantize_static(
                 pre_path, path, _Calibration(calibration),
-                quant_format=QuantFormat.QDQ, per_channel=True,
+                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
@@ -313,7 +316,7 @@ def optimize(
         report["runtime"] = "onnxruntime"
         report["steps"] = ["onnx export", "onnxruntime graph optimisation (BN folding, conv fusion)"]
         if quantize == "int8":
-            report["steps"].append("int8 static quantization (per-channel weights, MinMax calibration)")
+            report["steps"].append("int8 static quantization (per-channel 7-bit weights, MinMax calibration)")
             report["calibration_images"] = sum(len(x) for x, _ in calib)
         run = _onnxruntime_model(reference, example, calib, quantize)
     else:
