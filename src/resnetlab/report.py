@@ -19,7 +19,7 @@ from typing import Any
 from .errors import DataError
 from .reproduce import DEFAULT_ROOT, EXPERIMENTS, run_summary
 
-__all__ = ["DIFFERENCES", "RESULT_WEIGHTS", "write_report"]
+__all__ = ["DIFFERENCES", "FULL_RUN_COMMANDS", "RESULT_WEIGHTS", "write_report"]
 
 #: what always differs from the paper, per experiment ("*": every CIFAR experiment)
 DIFFERENCES: dict[str, list[str]] = {
@@ -42,6 +42,16 @@ DIFFERENCES: dict[str, list[str]] = {
         "gradients keep healthy norms with BN (degradation is not vanishing gradients).",
     ],
 }
+
+#: the whole reproduction with the paper's settings (run folders are shared: each net trains once)
+FULL_RUN_COMMANDS = (
+    "resnetlab reproduce table1",
+    "resnetlab reproduce fig6 'depths=[20,32,44,56,110]' --data cifar10=PATH",
+    "resnetlab reproduce cifar_table6 'seeds=[0,1,2,3,4]' --data cifar10=PATH",
+    "resnetlab reproduce fig7 --data cifar10=PATH",
+    "resnetlab reproduce gradients --data cifar10=PATH",
+    "resnetlab report",
+)
 
 #: the trained weights the repository keeps (issue 7), from full-recipe runs only
 RESULT_WEIGHTS = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110", "cifar_plain20", "cifar_plain56")
@@ -147,6 +157,10 @@ def write_report(root: str | os.PathLike | None = None, results: str | os.PathLi
     if missing:
         lines += [f"Not yet trained with the full recipe (no weights in `{results / 'cifar10'}`): "
                   + ", ".join(missing) + ".", ""]
+    if missing or any(r["note"] for r in records):
+        lines += ["## To complete the reproduction", "",
+                  "With the paper's settings, on a GPU (`device=auto` picks it), in one output root:", "", "```"]
+        lines += list(FULL_RUN_COMMANDS) + ["```", ""]
     report = results / "REPORT.md"
     tmp = report.with_name(".REPORT.md.tmp")
     tmp.write_text("\n".join(lines))

@@ -365,6 +365,12 @@ def _val_split(data: str) -> Any:
     return ds
 
 
+def _data_name(data: str) -> str:
+    from .data.datasets import parse_data_spec
+
+    return parse_data_spec(data)[0]
+
+
 def _label(model: str) -> str:
     """``cifar_plain56`` -> ``plain-56``, ``cifar_resnet110`` -> ``ResNet-110`` (the paper's names)."""
     return f"{'plain' if model_info(model).family.endswith('plain') else 'ResNet'}-{model_info(model).defaults['depth']}"
@@ -425,7 +431,8 @@ def run_fig6(settings: CifarSettings, train_overrides: dict, data: str | None, f
         rows.append({"model": model, "depth": depth, "family": family, "final_train_err": final_train,
                      "final_val_err": final_val, "run": str(runs[(model, seed)])})
         md_rows.append([f"{family}-{depth}", _pct(final_train), _pct(final_val)])
-    plot_curves({k: v for k, v in panels.items() if v}, folder / "fig6.png", note=note)
+    plot_curves({k: v for k, v in panels.items() if v}, folder / "fig6.png", note=note,
+                title=f"Training on {_data_name(data)} (He et al. 2015, Fig. 6)")
     # Fig. 6: deeper plain nets have higher training and validation error; deeper ResNets lower.
     claims = (_depth_trend(rows, "plain", "final_val_err", "validation error", "larger", _pct_sign)
               + _depth_trend(rows, "ResNet", "final_val_err", "validation error", "smaller", _pct_sign)
@@ -486,7 +493,8 @@ def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, f
                      "depth": model_info(model).defaults["depth"], "layers": [dataclasses.asdict(r) for r in resp],
                      "mean_std": statistics.fmean(stds), "run": str(runs[(model, seed)])})
         md_rows.append([label, len(stds), f"{statistics.fmean(stds):.3f}", f"{max(stds):.3f}", f"{min(stds):.3f}"])
-    plot_responses(curves, folder / "fig7.png", note=note)
+    plot_responses(curves, folder / "fig7.png", note=note,
+                   title=f"Std of layer responses on {_data_name(data)} validation (He et al. 2015, Fig. 7)")
     # Fig. 7: ResNets respond less than their plain counterparts, deeper ResNets less again.
     claims = (_family_gap(rows, "mean_std", "mean response std", "smaller", "{:.3f}".format)
               + _depth_trend(rows, "ResNet", "mean_std", "mean response std", "smaller", "{:.3f}".format))
@@ -555,7 +563,8 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
             rows.append({"model": model, "label": label, "at": at, "layers": [dataclasses.asdict(g) for g in norms]})
             md_rows.append([moment, label, f"{values[0]:.3g}", f"{statistics.median(values):.3g}",
                             f"{values[-1]:.3g}", f"{max(values) / max(min(values), 1e-30):.3g}"])
-    plot_gradient_norms(panels, folder / "gradients.png", note=note)
+    plot_gradient_norms(panels, folder / "gradients.png", note=note,
+                        title=f"Per-layer gradient norm ||dL/dW|| on {_data_name(data)}, plain vs residual")
     table = _shortened_label(note) + _markdown_table(
         ["moment", "net", "first layer", "median layer", "fc", "max/min over layers"], md_rows)
     table += f"\n||dL/dW|| of each conv/fc weight for one fixed batch of {len(pick)} training images.\n"

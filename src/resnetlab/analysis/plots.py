@@ -9,6 +9,7 @@ Every figure carries ``note`` (e.g. "shortened: iterations=2000 (paper: 64000)")
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ["Curve", "plot_curves", "plot_responses", "plot_gradient_norms"]
 
@@ -51,7 +53,9 @@ class Curve:
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike, note: str | None, title: str) -> Path:
-    fig.suptitle(f"{title}\n{note}" if note else title, fontsize=10, color="firebrick" if note else "black")
+    width = int(fig.get_figwidth() * 13)  # characters of a 10 pt title line
+    text = title + ("\n" + textwrap.fill(note, width) if note else "")
+    fig.suptitle(text, fontsize=10, color="firebrick" if note else "black")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +71,7 @@ def plot_curves(
     path: str | os.PathLike,
     *,
     note: str | None = None,
-    title: str = "CIFAR-10 training (He et al. 2015, Fig. 6)",
+    title: str = "Training curves (He et al. 2015, Fig. 6)",
 ) -> Path:
     """Fig. 6: one panel per entry of ``panels`` (e.g. ``{"plain": [...], "ResNet": [...]}``),
     side by side with a shared y axis.  Dashed thin lines are training error, bold lines
@@ -98,7 +102,7 @@ def plot_responses(
     path: str | os.PathLike,
     *,
     note: str | None = None,
-    title: str = "Std of layer responses on CIFAR-10 (He et al. 2015, Fig. 7)",
+    title: str = "Std of layer responses (He et al. 2015, Fig. 7)",
 ) -> Path:
     """Fig. 7: each net's per-layer response std in layer order (top) and sorted descending (bottom)."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6))
@@ -107,6 +111,8 @@ def plot_responses(
         xs = range(1, len(stds) + 1)
         top.plot(xs, stds, style, color=f"C{i}", label=label, lw=1.2)
         bottom.plot(xs, sorted(stds, reverse=True), style, color=f"C{i}", label=label, lw=1.2)
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
     for ax in (top, bottom):
