@@ -1,0 +1,308 @@
+"""Importers: akamaster (real files), torchvision, timm; and the hostile/bad checkpoints of issue 9."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from resnetlab import create_model
+from resnetlab.cli import main
+from resnetlab.errors import WeightsError
+from resnetlab.importers import import_weights, read_state_dict, torchvision_target
+from resnetlab.weights import load_weights
+
+# Images of the shared CIFAR-10 JPEG copy (train split, sorted class/file order) that each
+# checkpoint classifies correctly: every 50th image, and all 50,000 (the README's reference).
+SUBSET_STEP = 50
+SUBSET_CORRECT = {"resnet20-12fca82f.th": 855, "resnet56-4bfd9763.th": 881}
+FULL_CORRECT = {"resnet20-12fca82f.th": 43_019, "resnet56-4bfd9763.th": 44_465}
+
+
+def _akamaster_style(model: torch.nn.Module, path: Path) -> None:
+    """Save ``model`` the way pytorch_resnet_cifar10 does: DataParallel keys, ``linear``, a dict."""
+    state = {"module." + k.replace("fc.", "linear."): v for k, v in model.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    torch.save({"state_dict": state, "best_prec1": 91.0}, path)
+
+
+def test_akamaster_layout_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet32").eval()
+    _akamaster_style(model, tmp_path / "r32.th")
+    meta = import_weights("akamaster", tmp_path / "r32.th", tmp_path / "r32.safetensors")
+    assert meta.model == "cifar_resnet32" and meta.classes[0] == "airplane" and meta.source.startswith("akamaster")
+    assert meta.mean == pytest.approx([0.485, 0.456, 0.406])
+    loaded, _ = load_weights(tmp_path / "r32.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_wrong_depth_refused_and_class_count_kept(tmp_path):
+    _akamaster_style(create_model("cifar_resnet20", num_classes=100), tmp_path / "c100.th")
+    with pytest.raises(WeightsError, match=r"missing: layer1.3.conv1.weight"):
+        import_weights("akamaster", tmp_path / "c100.th", tmp_path / "o.safetensors", model="cifar_resnet32")
+    assert not (tmp_path / "o.safetensors").exists()
+    # --model picks the architecture; the class count is the checkpoint's (no CIFAR-10 names then).
+    meta = import_weights("akamaster", tmp_path / "c100.th", tmp_path / "o.safetensors", model="cifar_resnet20")
+    assert meta.kwargs["num_classes"] == 100 and meta.classes[:2] == ["0", "1"]
+    with pytest.raises(WeightsError, match=r"fc.weight \(100, 64\) \(model wants \(10, 64\)\)"):
+        load_weights(tmp_path / "o.safetensors", model=create_model("cifar_resnet20"))
+
+
+@pytest.mark.parametrize("name", ["resnet20-12fca82f.th", "resnet56-4bfd9763.th"])
+def test_akamaster_real_files(akamaster_dir, cifar10_jpeg_root, tmp_path, monkeypatch, name):
+    """The published checkpoints classify exactly the reference counts of the shared JPEG copy."""
+    from resnetlab.data import open_dataset
+    from resnetlab.evaluate import evaluate
+
+    meta = import_weights("akamaster", akamaster_dir / name, tmp_path / "w.safetensors")
+    assert meta.model == name.split("-")[0].replace("resnet", "cifar_resnet")
+    model, meta = load_weights(tmp_path / "w.safetensors")
+    monkeypatch.setenv("RESNETLAB_CACHE", str(cifar10_jpeg_root / "cache"))
+    data = open_dataset(f"cifar10={cifar10_jpeg_root}", "train")
+    full = os.environ.get("RESNETLAB_FULL_CHECKS") == "1"
+    if not full:
+        data = data.subset(torch.arange(0, len(data), SUBSET_STEP))
+    result = evaluate(model, data, protocol="full", mean=meta.mean, std=meta.std, batch_size=500, progress=False)
+    assert result["correct"] == (FULL_CORRECT[name] if full else SUBSET_CORRECT[name])
+
+
+def _torchvision_file(tmp_path: Path, builder, **kw) -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    model = builder(weights=None, **kw).eval()
+    # Random BN statistics, so that a wrong mapping of running_mean/var shows in the outputs.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "tv.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+@pytest.mark.parametrize("builder", [torchvision.models.resnet18])
+def test_torchvision_resnet_same_outputs(tmp_path, builder):
+    tv, path = _torchvision_file(tmp_path, builder, num_classes=10)
+    meta = import_weights("torchvision", path, tmp_path / "o.safetensors")
+    assert meta.model == builder.__name__ and meta.kwargs["variant"] == "v1.5"
+    model, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), tv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_densenet_same_outputs_and_old_keys(tmp_path):
+    tv, path = _torchvision_file(tmp_path, torchvision.models.densenet121, num_classes=1000)
+    # torchvision's published DenseNet files use the old "norm.1" keys.
+    old = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v for k, v in tv.state_dict().items()}
+    torch.save(old, path)
+    meta = import_weights("torchvision", path, tmp_path / "o.safetensors")
+    assert meta.model == "densenet121" and meta.classes[0] == "tench" and len(meta.classes) == 1000
+    model, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(model(x), tv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("builder,name", [(torchvision.models.vgg16_bn, "vgg16_bn"), (torchvision.models.vgg11, "vgg11")])
+def test_torchvision_vgg_detected(builder, name):
+    with torch.device("meta"):  # VGG's 138M parameters are not needed to test the key mapping
+        state = builder(weights=None).state_dict()
+    detected, kwargs, _ = torchvision_target(state, Path("vgg.pth"))
+    assert (detected, kwargs) == (name, {"num_classes": 1000})
+    with torch.device("meta"):
+        ours = create_model(name).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in state.items()}
+
+
+def test_torchvision_alexnet_refused_with_reason(tmp_path):
+    torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11), "features.0.bias": torch.zeros(64),
+                "classifier.6.weight": torch.zeros(1000, 4096)}, tmp_path / "alexnet.pth")
+    with pytest.raises(WeightsError, match="64 filters instead of 96, no local response normalization"):
+        import_weights("torchvision", tmp_path / "alexnet.pth", tmp_path / "o.safetensors")
+
+
+def test_timm_plain_resnet_from_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    tv, _ = _torchvision_file(tmp_path, torchvision.models.resnet18, num_classes=10)
+    save_file(tv.state_dict(), str(tmp_path / "model.safetensors"))  # the Hugging Face hub layout
+    meta = import_weights("timm", tmp_path / "model.safetensors", tmp_path / "o.safetensors")
+    assert meta.model == "resnet18" and meta.kwargs["variant"] == "v1.5"
+
+
+@pytest.mark.parametrize("key,variant", [
+    ("conv1.0.weight", "deep stem"),
+    ("layer2.0.downsample.2.weight", "avg-pool shortcuts"),
+    ("layer1.0.se.fc1.weight", "squeeze-excitation"),
+])
+def test_timm_variants_refused_by_name(tmp_path, key, variant):
+    torch.save({key: torch.zeros(4, 4, 1, 1), "fc.weight": torch.zeros(10, 4)}, tmp_path / "v.pth")
+    with pytest.raises(WeightsError, match=f"{variant}.*{key}"):
+        import_weights("timm", tmp_path / "v.pth", tmp_path / "o.safetensors")
+
+
+class _Hostile:
+    """A pickle payload that would create a marker file when unpickled without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_hostile_pickle_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": _Hostile(marker)}, tmp_path / "evil.th")
+    with pytest.raises(WeightsError, match="refused: the pickle holds objects other than tensors"):
+        import_weights("akamaster", tmp_path / "evil.th", tmp_path / "o.safetensors")
+    assert not marker.exists()
+
+
+def test_bad_files_are_one_clear_error(tmp_path):
+    (tmp_path / "text.th").write_text("not a checkpoint\n")
+    (tmp_path / "empty.th").write_bytes(b"")
+    good = tmp_path / "good.th"
+    _akamaster_style(create_model("cifar_resnet20"), good)
+    (tmp_path / "cut.th").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    torch.save([1, 2, 3], tmp_path / "list.th")
+    for name in ("text.th", "empty.th", "cut.th", "list.th", "absent.th"):
+        with pytest.raises(WeightsError, match=name):
+            read_state_dict(tmp_path / name)
+    # pytorch_resnet_cifar10's files are the legacy (non-zip) format: cut them anywhere.
+    legacy = tmp_path / "legacy.th"
+    torch.save(torch.load(good, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    data = legacy.read_bytes()
+    for cut in range(1, len(data), max(1, len(data) // 97)):
+        (tmp_path / "cut_legacy.th").write_bytes(data[:cut])
+        with pytest.raises(WeightsError, match="cut_legacy.th"):
+            read_state_dict(tmp_path / "cut_legacy.th")
+    with pytest.raises(WeightsError, match="not a pytorch_resnet_cifar10 checkpoint"):
+        torch.save({"a": torch.zeros(1)}, tmp_path / "other.th")
+        import_weights("akamaster", tmp_path / "other.th", tmp_path / "o.safetensors")
+
+
+def test_cli_import(tmp_path, capsys):
+    _akamaster_style(create_model("cifar_resnet20"), tmp_path / "r20.th")
+    out = tmp_path / "r20.safetensors"
+    assert main(["import", "akamaster", str(tmp_path / "r20.th"), "-o", str(out)]) == 0
+    assert "cifar_resnet20" in capsys.readouterr().out and out.is_file()
+    (tmp_path / "junk.th").write_bytes(os.urandom(64))
+    assert main(["import", "akamaster", str(tmp_path / "junk.th"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("resnetlab: error:") and "junk.th" in err[0]
+
+
+# ----------------------------------------------------------------------------- caffe (MSRA layer names)
+
+
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(field: int, payload: bytes) -> bytes:
+    return _pb_varint(field << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def _pb_blob(t: torch.Tensor) -> bytes:
+    dims = b"".join(_pb_varint(d) for d in t.shape)
+    return _pb(7, _pb(1, dims)) + _pb(5, t.detach().numpy().astype("<f4").tobytes())
+
+
+def _pb_layer(name: str, kind: str, blobs=(), stride: int | None = None, eps: float | None = None) -> bytes:
+    import struct
+
+    msg = _pb(1, name.encode()) + _pb(2, kind.encode()) + b"".join(_pb(7, _pb_blob(b)) for b in blobs)
+    if stride is not None:
+        msg += _pb(106, _pb_varint(6 << 3) + _pb_varint(stride))
+    if eps is not None:
+        msg += _pb(139, _pb_varint(3 << 3 | 5) + struct.pack("<f", eps))
+    return _pb(100, msg)
+
+
+def _caffe_bn(prefix: str, suffix: str, bn: torch.nn.BatchNorm2d, bias: torch.Tensor | None = None) -> bytes:
+    # Caffe stores mean and variance times a factor (here 2), with its own eps (here 1e-4);
+    # a conv bias before the BN shifts the mean Caffe sees.
+    mean = bn.running_mean + (bias if bias is not None else 0)
+    var = bn.running_var + 1e-5 - 1e-4
+    return (_pb_layer(f"bn{prefix}{suffix}", "BatchNorm", [2 * mean, 2 * var, torch.tensor([2.0])], eps=1e-4)
+            + _pb_layer(f"scale{prefix}{suffix}", "Scale", [bn.weight, bn.bias]))
+
+
+def _msra_caffemodel(net, path: Path) -> None:
+    """Write ``net`` (a bottleneck ResNet, variant v1) as an MSRA caffemodel: real layer names, BGR conv1."""
+    bias = torch.randn(64) * 0.1
+    data = _pb(1, b"ResNet-50")
+    data += _pb_layer("conv1", "Convolution", [net.conv1.weight.flip(1), bias], stride=2)
+    data += _caffe_bn("_", "conv1", net.bn1, bias)
+    data += _pb_layer("conv1_relu", "ReLU") + _pb_layer("pool1", "Pooling")
+    for s, stage in enumerate([net.layer1, net.layer2, net.layer3, net.layer4], start=2):
+        for j, block in enumerate(stage):
+            b = f"{s}{chr(ord('a') + j)}"
+            if block.downsample is not None:
+                data += _pb_layer(f"res{b}_branch1", "Convolution", [block.downsample[0].weight])
+                data += _caffe_bn(b, "_branch1", block.downsample[1])
+            for branch, conv, bn in (("2a", block.conv1, block.bn1), ("2b", block.conv2, block.bn2),
+                                     ("2c", block.conv3, block.bn3)):
+                data += _pb_layer(f"res{b}_branch{branch}", "Convolution", [conv.weight], stride=conv.stride[0])
+                data += _caffe_bn(b, f"_branch{branch}", bn)
+            data += _pb_layer(f"res{b}", "Eltwise") + _pb_layer(f"res{b}_relu", "ReLU")
+    data += _pb_layer("fc1000", "InnerProduct", [net.fc.weight, net.fc.bias]) + _pb_layer("prob", "Softmax")
+    path.write_bytes(data)
+
+
+def test_caffe_msra_mapping_same_outputs(tmp_path):
+    from resnetlab.importers import _load, caffe_state_dict, read_caffemodel
+    from resnetlab.models.resnet import Bottleneck, ResNet
+
+    torch.manual_seed(0)
+    # ResNet-50's stage depths with tiny widths: the MSRA naming and BN/Scale folding at test size.
+    net = ResNet(Bottleneck, (3, 4, 6, 3), widths=(4, 8, 16, 32), num_classes=7, variant="v1").eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    _msra_caffemodel(net, tmp_path / "ResNet-50-model.caffemodel")
+    layers = read_caffemodel(tmp_path / "ResNet-50-model.caffemodel")
+    assert [layer.name for layer in layers][:4] == ["conv1", "bn_conv1", "scale_conv1", "conv1_relu"]
+    state, variant = caffe_state_dict(layers, tmp_path)
+    assert variant == "v1"
+    twin = ResNet(Bottleneck, (3, 4, 6, 3), widths=(4, 8, 16, 32), num_classes=7, variant="v1")
+    _load(twin, state, tmp_path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), net(x), rtol=1e-4, atol=1e-4)
+    # Detected as ResNet-50 (v1) from the names; the tiny widths are then refused by shape.
+    with pytest.raises(WeightsError, match=r"do not fit resnet50: shape mismatch: layer1.0.conv1.weight \(4, 64, 1, 1\)"):
+        import_weights("caffe", tmp_path / "ResNet-50-model.caffemodel", tmp_path / "o.safetensors")
+
+
+def test_caffe_names_mean_file_and_bad_files(tmp_path):
+    from resnetlab.importers import _caffe_key, _caffe_mean
+
+    assert _caffe_key("res4b22_branch2c") == ("layer3.22.conv3", "res")  # ResNet-101/152 naming
+    assert _caffe_key("bn5a_branch1") == ("layer4.0.downsample.1", "bn")
+    assert _caffe_key("scale2c_branch2b") == ("layer1.2.bn2", "scale")
+    model = tmp_path / "ResNet-50-model.caffemodel"
+    mean, note = _caffe_mean(model)
+    assert mean == pytest.approx([122.67891434 / 255, 116.66876762 / 255, 104.00698793 / 255]) and "not found" in note
+    bgr = torch.rand(1, 3, 4, 4) * 255
+    (tmp_path / "ResNet_mean.binaryproto").write_bytes(_pb_blob(bgr))
+    mean, note = _caffe_mean(model)
+    torch.testing.assert_close(torch.tensor(mean), bgr[0].flip(0) / 255)
+    model.write_bytes(_pb_layer("conv1", "Convolution", [torch.zeros(64, 3, 7, 7)])[:-10])
+    with pytest.raises(WeightsError, match="not a readable caffemodel"):
+        import_weights("caffe", model, tmp_path / "o.safetensors")
+    model.write_bytes(_pb_layer("mystery", "Convolution", [torch.zeros(2, 3, 1, 1)]))
+    with pytest.raises(WeightsError, match="'mystery' .* is not part of an MSRA ResNet"):
+        import_weights("caffe", model, tmp_path / "o.safetensors")
