@@ -106,7 +106,7 @@ def _mean_std_for(values: Any, size: tuple[int, int]) -> Any:
     return t
 
 
-def _check_fully_convolutional(model: nn.Module, features: torch.Tensor) -> nn.Module:
+def _check_fully_convolutional(model: nn.Module, features: torch.Tensor) -> nn.Linear:
     """The classifier, if the head is global average pooling + that linear layer; else refuse."""
     name = getattr(model, "resnetlab_name", type(model).__name__)
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
@@ -159,7 +159,7 @@ def _probabilities(model: nn.Module, images: list[torch.Tensor], protocol: str, 
         n, v = views.shape[:2]
         return run(views.flatten(0, 1), fcn=False).view(n, v, -1).mean(dim=1)
     # multiscale: resize each image to every scale; batch images that share a resized shape.
-    total = torch.zeros(len(images), 0)
+    total: torch.Tensor | None = None
     for side in MULTISCALE_SIDES:
         groups: dict[tuple[int, int], list[int]] = {}
         resized = [TF.resize(img, [side], antialias=True) for img in images]
@@ -169,8 +169,8 @@ def _probabilities(model: nn.Module, images: list[torch.Tensor], protocol: str, 
             x = torch.stack([resized[i] for i in idx])
             p = run(torch.cat([x, x.flip(-1)]), fcn=True).cpu()
             p = p.view(2, len(idx), -1).sum(dim=0)
-            if total.shape[1] == 0:
-                total = torch.zeros(len(images), p.shape[1])
+            if total is None:
+                total = p.new_zeros(len(images), p.shape[1])
             total[idx] += p
     return total / (2 * len(MULTISCALE_SIDES))
 
