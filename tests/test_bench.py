@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,15 +28,16 @@ def test_compare_interleaves_and_counts() -> None:
         compare(lambda: None, lambda: None, items_per_call=1, device=torch.device("cpu"), repeats=0)
 
 
-def test_bench_infer_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_infer_cli_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     rc = main(["bench", "infer", "--model", "cifar_resnet20", "--batch-size", "2", "--repeats", "1",
-               "--warmup", "0", "--min-time", "0", "--threads", "1", "--json"])
+               "--warmup", "0", "--min-time", "0", "--threads", "1", "--json", "--out", str(tmp_path / "run")])
     assert rc == 0 and torch.get_num_threads() == threads  # --threads is restored afterwards
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert BENCH_KEYS <= set(out)
     assert out["model"] == "cifar_resnet20" and out["batch_size"] == 2 and out["device"] == "cpu"
     assert out["same_top1"] and out["max_rel_diff"] < 1e-2 and out["threads"] == 1
+    assert json.loads((tmp_path / "run" / "bench.jsonl").read_text()) == out  # the self-describing record
     assert "speedup" in format_table(out)
 
 

@@ -11,32 +11,42 @@ contender where Linux allows it) and the peak allocated memory on CUDA.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
 
+from . import runfolder
 from .errors import ConfigError
 from .registry import create_model, model_info
 
-__all__ = ["compare", "bench_infer", "bench_train", "cpu_threads", "environment", "format_table"]
+__all__ = ["compare", "bench_infer", "bench_train", "cpu_threads", "environment", "format_table", "record"]
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """The machine a figure was measured on: versions, threads, CPU or GPU name."""
-    env: dict[str, Any] = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cores": os.cpu_count(),
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
+    """The machine a figure was measured on: the run-folder environment (versions, threads,
+    git commit, GPU name) plus the CPU's kind, vector capability and core count."""
+    env = runfolder.environment(device, world_size=1)
+    env.update(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+               cpu_capability=torch.backends.cpu.get_cpu_capability())
     return env
+
+
+def record(out_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
+    """Append ``result`` as one JSON line to ``out_dir/bench.jsonl`` (created if needed)."""
+    path = Path(out_dir) / "bench.jsonl"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def _reset_peak_memory(device: torch.device) -> None:

@@ -257,12 +257,13 @@ def add_bench(sub: Any) -> None:
     p.add_argument("--compile", action="store_true", help="infer: torch.compile with freezing")
     p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch", help="infer: fp32 runtime")
     p.add_argument("--quantize", choices=["int8"], default=None, help="infer: int8 via ONNX Runtime")
+    p.add_argument("--out", default=None, help="also append the result to OUT/bench.jsonl")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import bench_infer, bench_train, format_table
+    from .bench import bench_infer, bench_train, format_table, record
     from .config import parse_overrides
     from .errors import ConfigError
 
@@ -281,6 +282,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
             raise ConfigError(f"bench infer takes no key=value overrides, got {' '.join(args.overrides)}")
         result = bench_infer(args.model, input_size=args.input_size,
                              compile=args.compile, runtime=args.runtime, quantize=args.quantize, **timing)
+    if args.out:
+        record(args.out, result)
     if args.json:
         _print_json(result)
     else:
