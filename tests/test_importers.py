@@ -172,6 +172,12 @@ def test_bad_files_are_one_clear_error(tmp_path):
     for name in ("text.th", "empty.th", "cut.th", "list.th", "absent.th"):
         with pytest.raises(WeightsError, match=name):
             read_state_dict(tmp_path / name)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(64)}, str(tmp_path / "hub.safetensors"))
+    (tmp_path / "cut_hub.safetensors").write_bytes((tmp_path / "hub.safetensors").read_bytes()[:-9])
+    with pytest.raises(WeightsError, match="cut_hub.safetensors: truncated"):
+        read_state_dict(tmp_path / "cut_hub.safetensors")
     # pytorch_resnet_cifar10's files are the legacy (non-zip) format: cut them anywhere.
     legacy = tmp_path / "legacy.th"
     torch.save(torch.load(good, weights_only=True), legacy, _use_new_zipfile_serialization=False)

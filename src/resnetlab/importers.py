@@ -30,7 +30,8 @@ from torch import nn
 from .data.datasets import CIFAR10_CLASSES
 from .errors import ResnetlabError, WeightsError
 from .registry import create_model
-from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, read_meta, save_weights
+from .weights import (IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, read_header, read_meta,
+                      save_weights)
 
 __all__ = ["Imported", "IMPORTERS", "read_state_dict", "torchvision_target", "read_caffemodel", "caffe_state_dict",
            "import_weights"]
@@ -65,6 +66,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        read_header(path)  # sizes and offsets checked before safetensors reads the data
         try:
             obj: Any = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -104,7 +106,8 @@ def _build(name: str, where: Path, **kwargs: Any) -> nn.Module:
 
 
 def _target(model_name: str | None, detected: str, where: Path, **kwargs: Any) -> nn.Module:
-    """The model to import into: ``--model`` if given (its defaults), else the detected one."""
+    """The model to import into: ``--model`` if given (with the checkpoint's class count), else the
+    detected one."""
     if model_name is None:
         return _build(detected, where, **kwargs)
     return _build(model_name, where, num_classes=kwargs.get("num_classes"))

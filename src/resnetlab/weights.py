@@ -37,6 +37,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "read_meta",
+    "read_header",
     "check_state_dict",
     "atomic_save",
 ]
@@ -209,8 +210,9 @@ def save_weights(
     atomic_save(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_metadata()))
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    """The safetensors JSON header of ``path``, checked against the file's size."""
+def read_header(path: Path) -> dict[str, Any]:
+    """The safetensors JSON header of ``path``, checked against the file's size (offsets, dtypes,
+    shapes): a :class:`WeightsError` for a truncated or corrupt file, before any tensor is read."""
     where = str(path)
     try:
         size = path.stat().st_size
@@ -257,7 +259,7 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 def read_meta(path: str | os.PathLike) -> WeightsMeta:
     """Read and check only the metadata of the weights file ``path`` (no tensors loaded)."""
-    header = _read_header(Path(path))
+    header = read_header(Path(path))
     return WeightsMeta.from_metadata(header.get("__metadata__") or {}, where=str(path))
 
 
