@@ -211,6 +211,8 @@ def evaluate(
     device = torch.device(device)
     model = model.to(device).eval()
     crop = int(input_size[-1]) if input_size is not None else 224
+    mean = torch.as_tensor(mean, dtype=torch.float32)  # once: a per-pixel mean is 150k numbers
+    std = torch.as_tensor(std, dtype=torch.float32)
     if num_workers is None:
         in_memory = isinstance(getattr(dataset, "images", None), torch.Tensor)
         num_workers = 0 if in_memory else min(4, os.cpu_count() or 1)

@@ -71,10 +71,12 @@ def predict(
     """
     model, meta = load_weights(weights, map_location=device)
     crop = meta.input_size[-1]
+    mean = torch.as_tensor(meta.mean, dtype=torch.float32, device=device)
+    std = torch.as_tensor(meta.std, dtype=torch.float32, device=device)
     results = []
     for path in images:
         view = center_view(read_photo(path), crop)
-        x = normalize(view[None].to(device), meta.mean, meta.std)
+        x = normalize(view[None].to(device), mean, std)
         probs = model(x).float().softmax(dim=1)[0].cpu()
         top = probs.topk(min(top_k, len(probs)))
         results.append({
