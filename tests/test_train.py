@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from resnetlab import registry
 from resnetlab.cli import main
 from resnetlab.data.transforms import crop_flip
-from resnetlab.errors import ConfigError, TrainingError
+from resnetlab.errors import ConfigError, DataError, TrainingError
 from resnetlab.models.cifar_resnet import cifar_resnet
 from resnetlab.recipes import TrainConfig, get_recipe
 from resnetlab import train as train_mod
@@ -36,10 +36,14 @@ register_model({TINY!r}, family="test", paper="test", input_size=(3, 32, 32), nu
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    """A ResNet-8 (6n+2, n=1) registered for these tests only."""
+    """A ResNet-8 (6n+2, n=1) registered for these tests only; one intra-op thread (tiny
+    batches gain nothing from two, and on busy cores OpenMP threads spin-wait on each other)."""
     registry.register_model(TINY, family="test", paper="test", input_size=(3, 32, 32), num_classes=10, depth=8)(
         cifar_resnet)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield TINY
+    torch.set_num_threads(threads)
     registry._REGISTRY.pop(TINY)
 
 
@@ -239,3 +243,30 @@ def test_cli_train_smoke_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "lr must be > 0" in capsys.readouterr().err
     assert main(["train", "paper_cifar", "--data", f"cifar10={tmp_path / 'none'}", "--out", str(tmp_path / "y")]) == 2
     assert "not found" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_image_folder_training_and_bad_images(tmp_path: Path) -> None:
+    """The lazy path (ImageNet-style folders, per-image augmentation in the loader) and a
+    corrupt file: named when it stops the run, counted when skip_bad_images=true."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 2)):
+        for name in ("n01", "n02"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / name / f"{i}.jpg")
+    spec = f"imagenet={tmp_path / 'data'}"
+    cfg = tiny_config(data=spec, augment="imagenet", crop=32, normalization="per_channel", train_subset=None,
+                      batch_size=8, iterations=3, milestones=(2,), num_workers=0, log_every=1, eval_every=0)
+    result = train(cfg, out_dir=tmp_path / "run", progress=False)
+    assert result.step == 3 and result.val_err is not None and result.skipped_images == 0
+    bad = tmp_path / "data" / "train" / "n02" / "3.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="3.jpg"):
+        train(cfg, out_dir=tmp_path / "run2", progress=False)
+    skipped = train(dataclasses.replace(cfg, skip_bad_images=True, iterations=6), out_dir=tmp_path / "run3",
+                    progress=False)
+    assert skipped.skipped_images >= 1 and skipped.step == 6

@@ -32,11 +32,13 @@ class TrainConfig:
 
     # --- network and data
     model: str = "cifar_resnet20"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. {"shortcut": "B"}
     data: str = ""  # default --data of the recipe ("" = must be given)
     val: Literal["holdout", "test", "none"] = "holdout"  # holdout: the fixed 45k/5k split (section 4.2)
     train_subset: int | None = None  # train on the first N training images (shortened runs)
     augment: Literal["cifar", "imagenet", "alexnet", "random_resized_crop", "none"] = "cifar"
     pad: int = 4  # cifar: pixels padded on each side before the random crop (section 4.2)
+    flip: bool = True  # cifar: random horizontal flip (section 4.2)
     crop: int = 224  # imagenet/alexnet/random_resized_crop: training crop side
     normalization: Literal["per_pixel_mean", "per_channel"] = "per_pixel_mean"
     mean: tuple[float, ...] = CIFAR10_MEAN  # per_channel: subtracted; per_pixel_mean: computed from the data
@@ -115,6 +117,11 @@ class TrainConfig:
         """The config as JSON-ready data (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def __hash__(self) -> int:  # model_kwargs is a dict: hash the JSON form
+        import json
+
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
 
 _BASE = TrainConfig()
 
@@ -143,9 +150,10 @@ RECIPES: dict[str, TrainConfig] = {
         _BASE, model="densenet_bc_100_k12", batch_size=64, epochs=300, iterations=0, milestones=(150, 225),
         nesterov=True, normalization="per_channel", mean=CIFAR10_MEAN, std=CIFAR10_STD),
     # The CIFAR recipe scaled to the built-in digits (1,293 training images of 16x16): the same
-    # net, optimiser and schedule shape (/10 at 50 % and 75 % of the run), pad 2 on 16 pixels.
+    # net, optimiser and schedule shape (/10 at 50 % and 75 % of the run), pad 2 on 16 pixels,
+    # no flips (digits are not mirror-symmetric).
     "demo": dataclasses.replace(
-        _BASE, data="digits", batch_size=64, iterations=400, milestones=(200, 300), pad=2,
+        _BASE, data="digits", batch_size=64, iterations=400, milestones=(200, 300), pad=2, flip=False,
         log_every=20, eval_every=100, checkpoint_every=100),
 }
 

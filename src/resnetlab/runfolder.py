@@ -85,10 +85,10 @@ def prepare(out_dir: str | os.PathLike, config: dict[str, Any], resume: bool) ->
     return checkpoint
 
 
-def write_config(out_dir: Path, config: dict[str, Any], data: str, env: dict[str, Any]) -> None:
-    """``config.json``: the resolved config's fields at the top level (as recipes name them),
-    plus ``config`` (the same, for resume checks), ``data`` and ``environment``."""
-    body = dict(config, data_spec=data, config=config, environment=env, device=env["device"])
+def write_config(out_dir: Path, config: dict[str, Any], env: dict[str, Any]) -> None:
+    """``config.json``: the resolved config's fields at the top level (as recipes name them,
+    ``device`` resolved), plus ``config`` (as given, for resume checks) and ``environment``."""
+    body = dict(config, config=config, environment=env, device=env["device"])
     text = json.dumps(body, indent=2) + "\n"
 
     def write(tmp: str) -> None:

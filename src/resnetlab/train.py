@@ -37,7 +37,7 @@ from .recipes import TrainConfig, get_recipe
 from .registry import create_model
 from . import runfolder
 
-__all__ = ["RunResult", "train", "train_recipe", "make_train_step", "learning_rate", "resolve_device"]
+__all__ = ["RunResult", "train", "train_recipe", "build", "make_train_step", "learning_rate", "resolve_device"]
 
 
 @dataclass
@@ -83,6 +83,33 @@ def learning_rate(cfg: TrainConfig, step: int, total: int, milestones: list[int]
 
 
 # ----------------------------------------------------------------------------- the step
+
+
+def build(
+    cfg: TrainConfig, num_classes: int, device: torch.device, *, distributed: bool = False
+) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.amp.GradScaler | None,
+           torch.optim.swa_utils.AveragedModel | None]:
+    """``(model, net, optimizer, scaler, ema)`` as a run trains them: ``model`` is the plain
+    module (what is saved), ``net`` what the step calls (DDP- and/or compile-wrapped,
+    channels_last), SGD foreach on CPU / fused on CUDA, a GradScaler for fp16, the EMA copy."""
+    model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    # He et al. 2015 sections 3.4 / 4.2: SGD, momentum 0.9, weight decay on every weight.
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay, foreach=device.type != "cuda",
+                                fused=device.type == "cuda" or None)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    ema = None
+    if cfg.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    return model, net, optimizer, scaler, ema
 
 
 def make_train_step(
@@ -199,11 +226,11 @@ class _Batches:
         while True:
             idx = self._indices(step).to(self.device)
             x = self.images[idx]
-            if self.cfg.augment == "cifar" and self.cfg.pad > 0:
+            if self.cfg.augment == "cifar":
                 # draw for the whole global batch and keep this rank's slice: ranks see what one process would
                 oy, ox, flip = draw_crop_flip(self.cfg.batch_size, self.cfg.pad, self._generator(step))
                 part = slice(self.rank * self.local, (self.rank + 1) * self.local)
-                x = crop_flip(x, self.cfg.pad, oy[part], ox[part], flip[part])
+                x = crop_flip(x, self.cfg.pad, oy[part], ox[part], flip[part] & self.cfg.flip)
             yield self._finish(x, step), self.targets[idx]
             step += 1
 
@@ -389,7 +416,7 @@ def train(
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    resolved = config.to_dict()
+    resolved = dict(config.to_dict(), data=data)  # the data actually used, for config.json and resume checks
     checkpoint_path = runfolder.prepare(out, resolved, resume)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -409,25 +436,8 @@ def train(
     batches = _Batches(train_set, config, device, mean, std, rank, world)
     total, milestones = _run_length(config, batches.steps_per_epoch)
 
-    # model, optimizer, AMP, EMA
     torch.manual_seed(config.seed)
-    model = create_model(config.model, num_classes=len(train_set.classes)).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        net = torch.compile(net)
-    # He et al. 2015 sections 3.4 / 4.2: SGD, momentum 0.9, weight decay on every weight.
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=config.nesterov, weight_decay=config.weight_decay,
-                                foreach=device.type != "cuda", fused=device.type == "cuda" or None)
-    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
-    ema = None
-    if config.ema_decay:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    model, net, optimizer, scaler, ema = build(config, len(train_set.classes), device, distributed=world > 1)
     step_fn = make_train_step(net, optimizer, config, scaler=scaler, ema=ema)
     schedule: dict[str, Any] = {"warm": False, "plateau_factor": 1.0, "best_val": None, "bad_evals": 0}
 
@@ -450,7 +460,7 @@ def train(
         metrics.truncate(int(state["metrics_offset"]))
     elif main:
         out.mkdir(parents=True, exist_ok=True)
-        runfolder.write_config(out, resolved, data, runfolder.environment(device, world))
+        runfolder.write_config(out, resolved, runfolder.environment(device, world))
 
     def save(step: int) -> None:
         if not main:
@@ -543,6 +553,12 @@ def train(
                     last_good = done
             else:
                 step = total
+    except torch.OutOfMemoryError:
+        raise TrainingError(
+            f"out of memory on {device} at batch_size={config.batch_size} (step {step + 1}); the last checkpoint "
+            f"(step {last_good}) is kept. Try a smaller batch_size (with accumulate=K to keep the batch), "
+            "amp=bf16, channels_last=true, or a memory-efficient model "
+            '(DenseNet: model_kwargs={"memory_efficient":true})') from None
     finally:
         bar.close()
     if interrupted:
@@ -584,14 +600,7 @@ def _finish(model: nn.Module, cfg: TrainConfig, train_set: ImageSet, mean: Any, 
     model = model.to(memory_format=torch.contiguous_format)
     save_weights(model, weights, mean=torch.as_tensor(mean).tolist(), std=torch.as_tensor(std).tolist(),
                  classes=train_set.classes, source=f"resnetlab train ({train_set.name})", input_size=size)
-    curve = Curve(cfg.model)
-    for record in runfolder.read_metrics(out):
-        if "train_err" in record:
-            curve.train_iters.append(record["step"])
-            curve.train_err.append(record["train_err"])
-        if "val_err" in record:
-            curve.val_iters.append(record["step"])
-            curve.val_err.append(record["val_err"])
+    curve = Curve.from_metrics(runfolder.read_metrics(out), cfg.model)
     plot_curves({cfg.model: [curve]}, out / "curves.png", title=f"{cfg.model} on {train_set.name}")
 
 
