@@ -154,7 +154,7 @@ def add_eval(sub: Any) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, default=None,
                    help="default: full for CIFAR-size models, center otherwise")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--out", default=None, help="folder for per_class.json and confusion.png")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.set_defaults(func=cmd_eval)
@@ -218,7 +218,7 @@ def add_predict(sub: Any) -> None:
     p.add_argument("weights")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=5, help="classes shown per image")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=cmd_predict)
 

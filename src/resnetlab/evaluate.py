@@ -328,18 +328,21 @@ def run_eval(
     split: str = "test",
     protocol: str | None = None,
     batch_size: int = 256,
-    device: str = "cpu",
+    device: str = "auto",
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """``resnetlab eval``: evaluate a weights file (or a bare model name, random weights) on the
-    ``split`` of the DESIGN data spec ``data``; returns DESIGN's eval JSON object.
+    ``split`` of the DESIGN data spec ``data``; returns DESIGN's eval JSON object.  ``device``
+    ``auto`` picks CUDA when available.
 
     Normalization, input size and class names come from the weights file.  A model whose
     classes differ from the data set's is refused (count) or warned about (names) on stderr.
     """
     from .data import open_dataset
+    from .train import resolve_device
 
+    device = str(resolve_device(device))
     model, meta, pretrained = load_model_or_weights(target, device)
     if not pretrained:
         print(f"resnetlab: note: {target!r} is a model name, not a weights file: evaluating random weights",

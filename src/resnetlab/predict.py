@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from .data.images import MAX_IMAGE_PIXELS
 from .data.transforms import normalize
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .evaluate import center_view
 from .weights import load_weights
 
@@ -63,12 +63,18 @@ def predict(
     images: Sequence[str | os.PathLike],
     *,
     top_k: int = 5,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
     """Top-``top_k`` classes of each image under the weights file ``weights``.
 
     Returns one ``{"image": path, "top": [{"class", "index", "prob"}, ...]}`` per image, best first.
+    ``device`` ``auto`` picks CUDA when available.
     """
+    from .train import resolve_device
+
+    if top_k < 1:
+        raise ConfigError(f"top_k must be positive, got {top_k}")
+    device = str(resolve_device(device))
     model, meta = load_weights(weights, map_location=device)
     crop = meta.input_size[-1]
     mean = torch.as_tensor(meta.mean, dtype=torch.float32, device=device)
