@@ -75,6 +75,18 @@ def _fold_conv_bn_(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + beta).to(dtype), requires_grad=False)
 
 
+class _Tracer(torch.fx.Tracer):
+    """An fx tracer that also traces through modules built during ``forward`` (e.g. the
+    slice ``self.classifier[:-1]`` of VGG's ``forward_head``), which are not submodules."""
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        try:
+            self.path_of_module(m)
+        except NameError:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+
 def fold_batchnorm(model: nn.Module) -> torch.fx.GraphModule:
     """A copy of ``model`` in eval mode with every BatchNorm folded into the conv before it.
 
@@ -85,9 +97,10 @@ def fold_batchnorm(model: nn.Module) -> torch.fx.GraphModule:
     """
     model = copy.deepcopy(model).eval()
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = torch.fx.GraphModule(model, _Tracer().trace(model))
     except Exception as exc:  # fx raises many types for untraceable Python control flow
-        raise ConfigError(f"cannot fold BatchNorm: the model does not trace with torch.fx ({exc})") from exc
+        raise ConfigError(f"cannot fold BatchNorm: the model does not trace with torch.fx ({exc}); "
+                          "pass fold_bn=False") from exc
     modules = dict(gm.named_modules())
     calls: dict[str, int] = {}
     for node in gm.graph.nodes:
