@@ -182,3 +182,35 @@ def test_shared_cifar10_jpeg_copy(cifar10_jpeg_root: Path) -> None:
     assert torch.equal(torch.bincount(train.targets), torch.full((10,), 5000))
     part, val = open_train_val(f"cifar10={cifar10_jpeg_root}")
     assert (len(part), len(val)) == (45_000, 5_000)
+
+
+from hypothesis import given, settings, strategies as st
+
+_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-.", min_size=1, max_size=8).filter(
+    lambda s: s not in (".", "..") and not s.startswith("."))
+
+
+@settings(max_examples=25, deadline=None)
+@given(layout=st.dictionaries(_names, st.lists(st.tuples(_names, st.sampled_from([".jpg", ".PNG", ".txt", ""])),
+                                               max_size=4, unique_by=lambda t: (t[0] + t[1]).lower()),
+                              min_size=1, max_size=5))
+def test_folder_scanner_properties(tmp_path_factory: pytest.TempPathFactory, layout: dict) -> None:
+    """Any layout: classes are the sorted non-hidden folders; exactly the image-extension files
+    are listed, each labelled with its folder; an image-less class is refused by name."""
+    from resnetlab.data.images import scan_image_folder
+
+    root = tmp_path_factory.mktemp("scan")
+    (root / ".hidden").mkdir()
+    for cls, files in layout.items():
+        (root / cls).mkdir()
+        for stem, ext in files:
+            (root / cls / (stem + ext)).write_bytes(b"x")
+    expected = {cls: sorted(s + e for s, e in files if e.lower() in (".jpg", ".png")) for cls, files in layout.items()}
+    if any(not v for v in expected.values()):
+        with pytest.raises(DataError, match="holds no images"):
+            scan_image_folder(root)
+        return
+    classes, paths, targets = scan_image_folder(root)
+    assert classes == sorted(layout)
+    assert [Path(p).name for p in paths] == [f for c in classes for f in expected[c]]
+    assert [classes[t] for t in targets] == [Path(p).parent.name for p in paths]

@@ -270,3 +270,23 @@ def test_image_folder_training_and_bad_images(tmp_path: Path) -> None:
     skipped = train(dataclasses.replace(cfg, skip_bad_images=True, iterations=6), out_dir=tmp_path / "run3",
                     progress=False)
     assert skipped.skipped_images >= 1 and skipped.step == 6
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(reference: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save that dies halfway (disk full, kill) leaves the last complete checkpoint in place."""
+    from resnetlab import runfolder
+
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes((reference / "checkpoint.pt").read_bytes())
+    before = target.read_bytes()
+
+    def half_write(state, path):
+        Path(path).write_bytes(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(OSError, match="No space"):
+        runfolder.save_checkpoint(target, {"step": 99})
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert runfolder.load_checkpoint(target)["step"] == 8

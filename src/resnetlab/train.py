@@ -417,7 +417,11 @@ def train(
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     resolved = dict(config.to_dict(), data=data)  # the data actually used, for config.json and resume checks
-    checkpoint_path = runfolder.prepare(out, resolved, resume)
+    # torchrun --max-restarts re-runs the same command after a rank died: continue the checkpoint
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    checkpoint_path = runfolder.prepare(out, resolved, resume or (restarted and (out / runfolder.CHECKPOINT).is_file()))
+    if world > 1:
+        dist.barrier()  # every rank has checked the folder before rank 0 writes into it
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
