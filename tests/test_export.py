@@ -21,6 +21,7 @@ def weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript(weights, tmp_path):
     out = tmp_path / "m.pt"
     result = export(weights, "torchscript", out)
