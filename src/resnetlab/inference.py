@@ -21,6 +21,7 @@ import copy
 import os
 import tempfile
 import time
+import warnings
 from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union
 
 import torch
@@ -204,14 +205,17 @@ def _onnxruntime() -> Any:
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
-    """Export ``model`` (eval, fp32, NCHW) to ONNX at ``path`` with a dynamic batch size."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    # A batch of 2+ keeps the exporter from specialising the batch dimension to 1.
-    sample = example[:1].expand(max(2, len(example)), *example.shape[1:]).contiguous()
-    torch.onnx.export(
-        model, (sample,), path, input_names=["input"], output_names=["logits"],
-        dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False,
-    )
+    """Export ``model`` (eval, fp32, NCHW) to ONNX at ``path`` with a dynamic batch axis,
+    with the settings of :mod:`resnetlab.export` (TorchScript-based exporter: for these
+    nets about 7x quicker than the dynamo one, same graph)."""
+    from .export import ONNX_OPSET
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's note on its own future
+        torch.onnx.export(
+            model, (example,), path, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
+        )
 
 
 class _Calibration:
