@@ -254,8 +254,8 @@ def bench_train(
 ) -> dict[str, Any]:
     """Training images/s of resnetlab's engine step against a plain eager loop.
 
-    Ours is the real step of :func:`resnetlab.train.make_train_step` set up as ``train()``
-    sets it up for ``recipe`` (+ ``overrides``, e.g. ``{"compile": True}``): channels_last,
+    Ours is the real step of :func:`resnetlab.train.make_train_step` on the model and
+    optimizer of :func:`resnetlab.train.build`, as ``train()`` runs them for ``recipe`` (+ ``overrides``, e.g. ``{"compile": True}``): channels_last,
     foreach SGD with momentum and weight decay.  The baseline is the loop people write:
     the same model and optimizer settings, eager, NCHW, fp32, a for-loop SGD
     (``foreach=False``), ``zero_grad / cross_entropy / backward / step``.  Both train on
@@ -274,7 +274,7 @@ def _bench_train(model: str, batch_size: int, dev: torch.device, recipe: str, ov
 
     from .config import apply_overrides
     from .recipes import get_recipe
-    from .train import make_train_step
+    from .train import build, make_train_step
 
     cfg = apply_overrides(get_recipe(recipe), {**overrides, "model": model, "batch_size": batch_size})
     info = model_info(model)
@@ -283,7 +283,7 @@ def _bench_train(model: str, batch_size: int, dev: torch.device, recipe: str, ov
     y = torch.randint(0, info.num_classes, (batch_size,), device=dev)
 
     torch.manual_seed(seed)
-    plain = create_model(model).to(dev).train()
+    plain = create_model(model, **cfg.model_kwargs).to(dev).train()
     plain_opt = torch.optim.SGD(plain.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                 weight_decay=cfg.weight_decay, foreach=False)
 
@@ -292,17 +292,12 @@ def _bench_train(model: str, batch_size: int, dev: torch.device, recipe: str, ov
         F.cross_entropy(plain(x), y).backward()
         plain_opt.step()
 
-    # ours: as train() builds it (train.py, "model, optimizer, AMP, EMA")
+    # ours: exactly as train() builds it
     torch.manual_seed(seed)
-    ours_model = create_model(model).to(dev).train()
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    ours_model = ours_model.to(memory_format=memory_format)
-    net = torch.compile(ours_model) if cfg.compile else ours_model
-    optimizer = torch.optim.SGD(ours_model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay, foreach=dev.type != "cuda",
-                                fused=dev.type == "cuda" or None)
-    step = make_train_step(net, optimizer, cfg)
-    x_ours = x.contiguous(memory_format=memory_format)
+    ours_model, net, optimizer, scaler, ema = build(cfg, info.num_classes, dev)
+    ours_model.train()
+    step = make_train_step(net, optimizer, cfg, scaler=scaler, ema=ema)
+    x_ours = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
     def ours() -> None:
         step(x_ours, y)
@@ -314,7 +309,7 @@ def _bench_train(model: str, batch_size: int, dev: torch.device, recipe: str, ov
         "batch_size": batch_size,
         "device": str(dev),
         "baseline": "eager fp32 NCHW loop, for-loop SGD",
-        "ours": "resnetlab.train step (" + " + ".join(steps + ["foreach SGD"]) + f"; recipe {recipe})",
+        "ours": "resnetlab.train step (" + " + ".join(steps + ["fused SGD" if dev.type == "cuda" else "foreach SGD"]) + f"; recipe {recipe})",
     }
     result.update(compare(baseline, ours, items_per_call=batch_size, device=dev,
                           repeats=repeats, warmup=warmup, min_time=min_time))
