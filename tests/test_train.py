@@ -21,6 +21,9 @@ from resnetlab import registry
 from resnetlab.cli import main
 from resnetlab.data.transforms import crop_flip
 from resnetlab.errors import ConfigError, DataError, TrainingError
+
+# torchvision 0.29 flags its decoders as deprecated (torchcodec); resnetlab silences it, pytest re-enables it
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 from resnetlab.models.cifar_resnet import cifar_resnet
 from resnetlab.recipes import TrainConfig, get_recipe
 from resnetlab import train as train_mod

@@ -69,6 +69,7 @@ class TrainConfig:
     compile: bool = False
     num_workers: int = -1  # -1: auto (0 for in-memory data)
     deterministic: bool = False
+    sync_bn: bool = False  # under torchrun on GPUs: BN statistics over the global batch
     # --- run folder
     seed: int = 0
     log_every: int = 100

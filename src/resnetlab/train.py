@@ -15,6 +15,7 @@ AMP scaler, EMA, RNG states, step) therefore resumes bit-identically on CPU.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import os
 import signal
@@ -96,6 +97,11 @@ def build(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net: nn.Module = model
+    if cfg.sync_bn and distributed:
+        if device.type != "cuda":
+            raise ConfigError("sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = model
     if distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
@@ -138,7 +144,7 @@ def make_train_step(
         chunks = cfg.accumulate
         for i, (xb, yb) in enumerate(zip(x.chunk(chunks), y.chunk(chunks))):
             last = i == chunks - 1
-            with (no_sync() if no_sync is not None and not last else _nullcontext()):
+            with (no_sync() if no_sync is not None and not last else contextlib.nullcontext()):
                 with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     logits = model(xb)
                     loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
@@ -160,14 +166,6 @@ def make_train_step(
         return loss_sum, correct
 
     return step
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 # ----------------------------------------------------------------------------- data
