@@ -553,14 +553,17 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
                 torch.manual_seed(seed)
                 net = create_model(model, num_classes=len(train_set.classes))
                 mean, std = _input_normalization(config, train_set)
+                run = None
             else:
-                net, meta = load_weights(_snapshot(settings, model, seed, at, train_overrides, data, folder.parent))
-                mean, std = meta.mean, meta.std
+                weights = _snapshot(settings, model, seed, at, train_overrides, data, folder.parent)
+                net, meta = load_weights(weights)
+                mean, std, run = meta.mean, meta.std, str(weights.parent)
             norms = gradient_norms(net, images, targets, mean=mean, std=std)
             label = _label(model)
             values = [g.norm for g in norms]
             panels[moment][label] = values
-            rows.append({"model": model, "label": label, "at": at, "layers": [dataclasses.asdict(g) for g in norms]})
+            rows.append({"model": model, "label": label, "at": at, "run": run,
+                         "layers": [dataclasses.asdict(g) for g in norms]})
             md_rows.append([moment, label, f"{values[0]:.3g}", f"{statistics.median(values):.3g}",
                             f"{values[-1]:.3g}", f"{max(values) / max(min(values), 1e-30):.3g}"])
     plot_gradient_norms(panels, folder / "gradients.png", note=note,

@@ -79,15 +79,17 @@ def plot_curves(
     measured error lies above them, then the axis grows to show it (shortened runs)."""
     worst = max((max(c.val_err + c.train_err, default=0.0) for cs in panels.values() for c in cs), default=0.0)
     ymax = PAPER_FIG6_YMAX if worst * 100 <= PAPER_FIG6_YMAX else min(100.0, 10 * (int(worst * 10) + 1))
+    last = max((max(c.train_iters + c.val_iters, default=0) for cs in panels.values() for c in cs), default=0)
+    unit = 1e4 if last >= 1e4 else 1.0  # the paper's "iter. (1e4)"; plain iterations for short runs
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items()):
         for i, c in enumerate(curves):
             color = f"C{i}"
-            ax.plot([t / 1e4 for t in c.train_iters], [100 * e for e in c.train_err], "--", lw=0.8, color=color)
-            ax.plot([t / 1e4 for t in c.val_iters], [100 * e for e in c.val_err], "-", lw=2.2, color=color,
+            ax.plot([t / unit for t in c.train_iters], [100 * e for e in c.train_err], "--", lw=0.8, color=color)
+            ax.plot([t / unit for t in c.val_iters], [100 * e for e in c.val_err], "-", lw=2.2, color=color,
                     label=c.label)
         ax.set_title(name)
-        ax.set_xlabel("iter. (1e4)")
+        ax.set_xlabel("iter. (1e4)" if unit == 1e4 else "iter.")
         ax.set_ylim(0, ymax)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
@@ -138,6 +140,7 @@ def plot_gradient_norms(
             style = "--" if label.lower().startswith("plain") else "-"
             ax.plot(range(1, len(norms) + 1), norms, style, color=f"C{i}", label=label, lw=1.2)
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(moment)
         ax.set_xlabel("layer index")
         ax.grid(alpha=0.3, which="both")
