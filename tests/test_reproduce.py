@@ -18,6 +18,7 @@ def test_experiment_defaults_are_the_papers() -> None:
         f"cifar_resnet{d}" for d in (20, 32, 44, 56)]
     assert EXPERIMENTS["fig7"].settings.nets() == [
         "cifar_plain20", "cifar_plain56", "cifar_resnet20", "cifar_resnet56", "cifar_resnet110"]
+    assert EXPERIMENTS["gradients_init"].settings.grad_at == (0,)  # measures without training
     for exp in EXPERIMENTS.values():
         assert settings_note(exp.settings, exp.settings) is None
 
@@ -62,6 +63,7 @@ def test_table1_beside_the_paper(tmp_path) -> None:
     assert rows["resnet34"]["params"] == 21_797_672  # torchvision's resnet34
     assert record["note"] == "shortened: models=resnet[13][48] (full: *)"
     table = (folder / "table.md").read_text()
+    assert table.startswith("**shortened: models=")
     assert "| resnet18 | 11.69 | 1.81 | 1.8 | +0.8 % |" in table
     assert record["command"] == f"resnetlab reproduce table1 'models=resnet[13][48]' --out {tmp_path}"
 

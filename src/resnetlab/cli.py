@@ -110,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 @command
 def add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="re-run one of the paper's experiments (tables, figures)")
-    p.add_argument("experiment", help="table1, cifar_table6, fig6, fig7 or gradients")
+    p.add_argument("experiment", help="table1, cifar_table6, fig6, fig7, gradients or gradients_init")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="shorten or adjust: iterations=2000 depths=[20,56] seeds=[0,1] train_subset=5000 device=cuda")
     p.add_argument("--data", default=None, help="NAME=PATH, e.g. cifar10=/data/cifar10 (digits for a smoke run)")

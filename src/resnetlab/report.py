@@ -43,6 +43,7 @@ DIFFERENCES: dict[str, list[str]] = {
         "gradients keep healthy norms with BN (degradation is not vanishing gradients).",
     ],
 }
+DIFFERENCES["gradients_init"] = DIFFERENCES["gradients"]
 
 #: the whole reproduction with the paper's settings (run folders are shared: each net trains once)
 FULL_RUN_COMMANDS = (

@@ -110,7 +110,9 @@ class CifarSettings:
         return plain + [f"cifar_resnet{d}" for d in self.depths]
 
 
-Runner = Callable[[Any, "dict[str, Any]", "str | None", Path], dict]
+#: ``runner(settings, train_overrides, data, folder, note) -> results``; ``note`` is the
+#: shortening note (or None) that every table and plot it writes must carry
+Runner = Callable[[Any, "dict[str, Any]", "str | None", Path, "str | None"], dict]
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,8 @@ def _claims_text(claims: list[str]) -> str:
 # ----------------------------------------------------------------------------- Table 1
 
 
-def run_table1(settings: Table1Settings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+def run_table1(settings: Table1Settings, train_overrides: dict, data: str | None, folder: Path,
+               note: str | None) -> dict:
     """Table 1: params and multiply-adds at 224x224 of every registered ImageNet model,
     beside the paper's figures (:data:`resnetlab.paper.TABLE1_GMACS`, VGG-19's 19.6 G included
     once ``vgg19`` is registered; paper rows without a registered model are listed as such)."""
@@ -232,7 +235,8 @@ def run_table1(settings: Table1Settings, train_overrides: dict, data: str | None
     missing = sorted(set(paper.TABLE1_GMACS) - set(names)) if settings.models == "*" else []
     for name in missing:
         md_rows.append([name, "not registered", "-", f"{paper.TABLE1_GMACS[name]}", "-"])
-    table = _markdown_table(["model", "params (M)", "ours GMACs", "paper GMACs", "ours vs paper"], md_rows)
+    table = _shortened_label(note) + _markdown_table(
+        ["model", "params (M)", "ours GMACs", "paper GMACs", "ours vs paper"], md_rows)
     _write_text(folder / "table.md", table)
     return {"rows": rows, "missing": missing}
 
@@ -380,7 +384,8 @@ def _shortened_label(note: str | None) -> str:
     return f"**{note}**\n\n" if note else ""
 
 
-def run_cifar_table6(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+def run_cifar_table6(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path,
+                     note: str | None) -> dict:
     """Table 6: validation error of ResNet-20/32/44/56/110 (45k/5k split), mean ± std over seeds,
     beside the paper's test error.  Our errors are on the 5k hold-out (the paper's model
     selection split), not on the test set."""
@@ -402,7 +407,6 @@ def run_cifar_table6(settings: CifarSettings, train_overrides: dict, data: str |
         ours = f"{100 * min(errs):.2f}" + (f" ({100 * mean:.2f} ± {100 * std:.2f}, {len(errs)} runs)" if len(errs) > 1 else "")
         md_rows.append([model, f"{params / 1e6:.2f}M", "-" if paper_params is None else f"{paper_params}M",
                         ours, paper_cell])
-    note = settings_note(settings, EXPERIMENTS["cifar_table6"].settings, train_overrides)
     # Table 6: the error falls with depth up to 110 layers.
     claims = _depth_trend([r for r in rows if r["depth"] <= 110], "ResNet", "mean", "mean validation error",
                           "smaller", _pct_sign)
@@ -413,12 +417,12 @@ def run_cifar_table6(settings: CifarSettings, train_overrides: dict, data: str |
     return {"rows": rows, "claims": claims}
 
 
-def run_fig6(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+def run_fig6(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path,
+             note: str | None) -> dict:
     """Fig. 6: training curves of plain and residual nets; degradation = deeper plain nets
     end with higher training and validation error, deeper ResNets with lower."""
     runs = _ensure_runs(settings, train_overrides, data, folder.parent)
     seed = settings.seeds[0]
-    note = settings_note(settings, EXPERIMENTS["fig6"].settings, train_overrides)
     panels: dict[str, list] = {"plain": [], "ResNet": []}
     rows, md_rows = [], []
     for model in settings.nets():
@@ -472,7 +476,8 @@ def _family_gap(rows: list[dict], key: str, what: str, paper_says: str, fmt: Cal
     return lines
 
 
-def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path,
+             note: str | None) -> dict:
     """Fig. 7: std of each 3x3 layer's response on the 5k validation split, for the trained
     plain-20/56 and ResNet-20/56/110 (first seed), in layer order and sorted."""
     from .analysis.responses import layer_responses
@@ -481,7 +486,6 @@ def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, f
     runs = _ensure_runs(settings, train_overrides, data, folder.parent)
     seed = settings.seeds[0]
     val = _val_split(data)
-    note = settings_note(settings, EXPERIMENTS["fig7"].settings, train_overrides)
     curves, rows, md_rows = {}, [], []
     for model in settings.nets():
         net, meta = load_weights(runs[(model, seed)] / "final.safetensors")
@@ -522,7 +526,8 @@ def _snapshot(settings: CifarSettings, model: str, seed: int, at: int, train_ove
     return _ensure_run(config, root / "runs" / f"{name}-at{at}", data) / "final.safetensors"
 
 
-def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path) -> dict:
+def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | None, folder: Path,
+                  note: str | None) -> dict:
     """Per-layer gradient norms of plain and residual nets of equal depth, at initialisation
     and after ``grad_at`` iterations of the paper's recipe, on one fixed batch (the recipe's
     128) of images of the 45k training part (section 4.1: plain nets' gradients keep "healthy norms" with BN, so
@@ -541,7 +546,6 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
     images = torch.stack([train_set[i][0] for i in pick.tolist()])
     targets = train_set.targets[pick]
     seed = settings.seeds[0]
-    note = settings_note(settings, EXPERIMENTS["gradients"].settings, train_overrides)
     panels: dict[str, dict[str, list[float]]] = {}
     rows, md_rows = [], []
     for at in sorted(set(settings.grad_at)):
@@ -593,6 +597,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("gradients", "section 4.1", "plain nets' gradients keep healthy norms (not vanishing)",
                    CifarSettings(depths=(20, 56), plain_depths=(20, 56), grad_at=(0, 1000, 8000, 32000)),
                    run_gradients),
+        # the same diagnostic at initialisation only: no training, minutes on a CPU
+        Experiment("gradients_init", "section 4.1", "gradient norms at initialisation, plain vs residual, 20-110 layers",
+                   CifarSettings(depths=(20, 56, 110), plain_depths=(20, 56, 110), grad_at=(0,)), run_gradients),
     )
 }
 
@@ -644,15 +651,16 @@ def run_experiment(
     settings, train_overrides = _split_overrides(experiment, parsed)
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
+    note = settings_note(settings, experiment.settings, train_overrides)
     start = time.time()
-    results = experiment.runner(settings, train_overrides, data, folder)
+    results = experiment.runner(settings, train_overrides, data, folder, note)
     record = {
         "experiment": name,
         "paper_ref": experiment.paper_ref,
         "claim": experiment.claim,
         "settings": dataclasses.asdict(settings),
         "train_overrides": train_overrides,
-        "note": settings_note(settings, experiment.settings, train_overrides),
+        "note": note,
         "data": data,
         "command": command or _command_line(name, overrides, data, out),
         "hardware": hardware(),
