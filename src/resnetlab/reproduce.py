@@ -280,7 +280,7 @@ def _run_name(model: str, seed: int, settings: CifarSettings, train_overrides: d
     if settings.train_subset is not None:
         parts.append(f"sub{settings.train_subset}")
     parts += [f"{k}{_fmt(v)}" for k, v in sorted(train_overrides.items()) if k not in NEUTRAL_TRAIN_KEYS]
-    return "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
+    return "-".join("".join(c if c.isalnum() or c in "_.,=[]" else "" for c in p) for p in parts)
 
 
 def _ensure_run(config: Any, run_dir: Path, data: str) -> Path:
@@ -555,7 +555,7 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
             if at == 0:  # the run's own initialisation (train() seeds, then builds) and input normalization
                 config = _train_config(settings, model, seed, train_overrides)
                 torch.manual_seed(seed)
-                net = create_model(model, num_classes=len(train_set.classes))
+                net = create_model(model, num_classes=len(train_set.classes), **config.model_kwargs)
                 mean, std = _input_normalization(config, train_set)
                 run = None
             else:
