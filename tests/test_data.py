@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnetlab.data import CIFAR10_CLASSES, holdout_split, open_dataset, open_train_val
+from resnetlab.data import CIFAR10_CLASSES, holdout_split, open_dataset, open_train_val, stratified_sample
 from resnetlab.data import images as images_mod
 from resnetlab.errors import DataError
 
@@ -56,6 +56,20 @@ def test_holdout_split_is_the_papers_45k_5k() -> None:
     assert len(set(train_idx.tolist()) | set(val_idx.tolist())) == 50_000
     again = holdout_split(50_000)
     assert torch.equal(again[1], val_idx)
+
+
+def test_stratified_sample_is_balanced_fixed_and_seed_free() -> None:
+    targets = torch.arange(10).repeat_interleave(500)  # sorted by class, like an image folder
+    idx = stratified_sample(targets, 5000 // 10)
+    assert len(idx) == 500 and len(set(idx.tolist())) == 500
+    assert torch.bincount(targets[idx], minlength=10).tolist() == [50] * 10
+    assert torch.equal(stratified_sample(targets, 500), idx)  # the same images every time
+    assert not torch.equal(idx, torch.arange(0, 5000, 10))  # a random pick inside each class
+    odd = torch.bincount(targets[stratified_sample(targets, 23)], minlength=10)
+    assert odd.sum() == 23 and odd.max() - odd.min() <= 1
+    small = torch.tensor([0] * 3 + [1] * 20)  # a class that runs out gives all it has
+    assert torch.bincount(small[stratified_sample(small, 13)]).tolist() == [3, 10]
+    assert len(stratified_sample(targets, 10**6)) == 5000
 
 
 def test_synthetic() -> None:

@@ -35,7 +35,7 @@ class TrainConfig:
     model_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. {"shortcut": "B"}
     data: str = ""  # default --data of the recipe ("" = must be given)
     val: Literal["holdout", "test", "none"] = "holdout"  # holdout: the fixed 45k/5k split (section 4.2)
-    train_subset: int | None = None  # train on the first N training images (shortened runs)
+    train_subset: int | None = None  # train on a fixed class-balanced sample of N images (shortened runs)
     augment: Literal["cifar", "imagenet", "alexnet", "random_resized_crop", "none"] = "cifar"
     pad: int = 4  # cifar: pixels padded on each side before the random crop (section 4.2)
     flip: bool = True  # cifar: random horizontal flip (section 4.2)

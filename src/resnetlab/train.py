@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .data.datasets import ImageSet, open_dataset, open_train_val
+from .data.datasets import ImageSet, open_dataset, open_train_val, stratified_sample
 from .data.transforms import crop_flip, draw_crop_flip, image_transform, normalize, pca_lighting
 from .errors import ConfigError, DataError, TrainingError
 from .config import apply_overrides, parse_overrides
@@ -433,7 +433,7 @@ def train(
         train_set = open_dataset(data, "train")
         val_set = open_dataset(data, "test") if config.val == "test" else None
     if config.train_subset is not None:
-        train_set = train_set.subset(range(min(config.train_subset, len(train_set))))
+        train_set = train_set.subset(stratified_sample(train_set.targets, config.train_subset))
     mean, std = _input_normalization(config, train_set)
     batches = _Batches(train_set, config, device, mean, std, rank, world)
     total, milestones = _run_length(config, batches.steps_per_epoch)

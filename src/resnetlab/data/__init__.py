@@ -1,6 +1,7 @@
 """Data sets (digits, CIFAR-10/100, image folders, synthetic) and transforms."""
 
-from .datasets import CIFAR10_CLASSES, ImageSet, holdout_split, open_dataset, open_train_val, parse_data_spec
+from .datasets import (CIFAR10_CLASSES, ImageSet, holdout_split, open_dataset, open_train_val, parse_data_spec,
+                       stratified_sample)
 from .images import decode_image
 from .transforms import normalize
 
@@ -13,4 +14,5 @@ __all__ = [
     "open_dataset",
     "open_train_val",
     "parse_data_spec",
+    "stratified_sample",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "open_dataset",
     "open_train_val",
     "parse_data_spec",
+    "stratified_sample",
 ]
 
 #: CIFAR-10 label order of the published batches (``batches.meta``), which is alphabetical.
@@ -40,6 +41,8 @@ SPLITS = ("train", "val", "test")
 #: Fraction of the training images held out as ``val``: 5k of CIFAR's 50k (section 4.2).
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_SEED = 0
+#: Seed of :func:`stratified_sample` (fixed, so runs with different seeds train on the same images).
+SUBSET_SEED = 0
 #: digits: side the 8x8 scans are upsampled to, and the fixed train/test split.
 DIGITS_SIZE = 16
 DIGITS_TEST_FRACTION = 0.2
@@ -124,6 +127,26 @@ def holdout_split(n: int, fraction: float = HOLDOUT_FRACTION, seed: int = HOLDOU
         raise DataError(f"cannot hold out {fraction:.0%} of {n} images for validation")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def stratified_sample(targets: torch.Tensor, n: int, seed: int = SUBSET_SEED) -> torch.Tensor:
+    """Sorted indices of ``n`` images drawn class by class in turn from a fixed random order.
+
+    Every class gets ``n // classes`` images (one more for some when ``n`` does not divide),
+    until a class runs out; the same indices on every call and machine, whatever a run's seed.
+    Shortened runs train on it (``train_subset``): the first ``n`` images of a class-sorted
+    folder would be a single class.
+    """
+    total = len(targets)
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    labels = targets[perm]
+    by_class = torch.argsort(labels, stable=True)  # grouped by class, random order inside each
+    counts = torch.bincount(labels)
+    first = torch.cumsum(counts, 0) - counts
+    turn = torch.empty_like(labels)
+    turn[by_class] = torch.arange(total) - first[labels[by_class]]  # place of each image within its class
+    chosen = torch.argsort(turn * total + torch.arange(total))[:n]
+    return perm[chosen].sort().values
 
 
 def parse_data_spec(spec: str) -> tuple[str, Path | None]:
