@@ -9,7 +9,7 @@ import pytest
 from resnetlab import ConfigError
 from resnetlab.cli import main
 from resnetlab.errors import DataError
-from resnetlab.reproduce import EXPERIMENTS, CifarSettings, mean_std, run_experiment, settings_note
+from resnetlab.reproduce import EXPERIMENTS, CifarSettings, mean_std, run_experiment, run_summary, settings_note
 
 
 def test_experiment_defaults_are_the_papers() -> None:
@@ -66,6 +66,24 @@ def test_table1_beside_the_paper(tmp_path) -> None:
     assert table.startswith("**shortened: models=")
     assert "| resnet18 | 11.69 | 1.81 | 1.8 | +0.8 % |" in table
     assert record["command"] == f"resnetlab reproduce table1 'models=resnet[13][48]' --out {tmp_path}"
+
+
+def test_run_summary_counts_a_paper_run_on_real_data_as_full(tmp_path) -> None:
+    import dataclasses
+
+    import torch
+
+    from resnetlab import runfolder
+    from resnetlab.recipes import get_recipe
+
+    paper = dataclasses.replace(get_recipe("paper_cifar"), model="cifar_resnet20", seed=3, device="cuda")
+    for name, config in (("paper", paper), ("lr", dataclasses.replace(paper, lr=0.05))):
+        (tmp_path / name).mkdir()
+        resolved = dict(config.to_dict(), data="cifar10=/data/cifar10")  # as train() writes it
+        runfolder.write_config(tmp_path / name, resolved, runfolder.environment(torch.device("cpu"), 1))
+    summary = run_summary(tmp_path / "paper")
+    assert summary["full"] is True and summary["model"] == "cifar_resnet20" and summary["seed"] == 3
+    assert run_summary(tmp_path / "lr")["full"] is False
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys) -> None:

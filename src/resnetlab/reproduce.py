@@ -58,6 +58,9 @@ DEFAULT_ROOT = Path("runs/reproduce")
 #: recipe keys that change the speed or the logging of a run, not its weights
 NEUTRAL_TRAIN_KEYS = ("device", "channels_last", "compile", "num_workers", "deterministic", "log_every",
                       "eval_every", "checkpoint_every")
+#: config.json keys that say what a run was given, not how it trained: ``data`` is the spec used
+#: (the paper recipe's is ""), so a paper run on ``cifar10=PATH`` still counts as the full recipe
+RUN_INPUT_KEYS = ("data",)
 #: section 4.2: "For the 110-layer network, we use 0.01 to warm up the training until the training
 #: error is below 80% (about 400 iterations)"; the 1202-layer net is "trained as described above"
 WARMUP_FROM_DEPTH = 110
@@ -343,7 +346,7 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     val = [r["val_err"] for r in records if r.get("val_err") is not None]
     times = [r["time"] for r in records if "time" in r]
     expected = _train_config(CifarSettings(), config["model"], config["seed"], {}).to_dict()
-    full = all(config.get(k) == v for k, v in expected.items() if k not in NEUTRAL_TRAIN_KEYS)
+    full = all(config.get(k) == v for k, v in expected.items() if k not in NEUTRAL_TRAIN_KEYS + RUN_INPUT_KEYS)
     env = config.get("environment", {})
     return {
         "run": run_dir.name,
