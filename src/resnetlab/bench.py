@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from . import runfolder
+from .device import resolve_device
 from .errors import ConfigError
 from .registry import create_model, model_info
 
@@ -142,18 +143,6 @@ def compare(
     }
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"bad device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda asked for, but no CUDA GPU is available")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {name!r}: only cpu and cuda are supported")
-    return device
-
-
 @contextlib.contextmanager
 def cpu_threads(threads: Optional[int]) -> Iterator[None]:
     """Run the block with ``threads`` CPU threads (``None``: leave torch's setting), then restore."""
@@ -194,7 +183,7 @@ def bench_infer(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    dev = _device(device)
+    dev = resolve_device(device)
     with cpu_threads(threads):
         return _bench_infer(model, batch_size, dev, input_size, compile, runtime, quantize,
                             repeats, warmup, min_time, seed)
@@ -263,7 +252,7 @@ def bench_train(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    dev = _device(device)
+    dev = resolve_device(device)
     with cpu_threads(threads):
         return _bench_train(model, batch_size, dev, recipe, overrides or {}, repeats, warmup, min_time, seed)
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from .data.transforms import normalize
+from .device import resolve_device
 from .errors import ConfigError, DataError
 from .registry import create_model, model_info
 from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_weights
@@ -340,7 +341,6 @@ def run_eval(
     classes differ from the data set's is refused (count) or warned about (names) on stderr.
     """
     from .data import open_dataset
-    from .train import resolve_device
 
     device = str(resolve_device(device))
     model, meta, pretrained = load_model_or_weights(target, device)

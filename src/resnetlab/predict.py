@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from .data.images import MAX_IMAGE_PIXELS
 from .data.transforms import normalize
+from .device import resolve_device
 from .errors import ConfigError, DataError
 from .evaluate import center_view
 from .weights import load_weights
@@ -70,8 +71,6 @@ def predict(
     Returns one ``{"image": path, "top": [{"class", "index", "prob"}, ...]}`` per image, best first.
     ``device`` ``auto`` picks CUDA when available.
     """
-    from .train import resolve_device
-
     if top_k < 1:
         raise ConfigError(f"top_k must be positive, got {top_k}")
     device = str(resolve_device(device))

@@ -32,13 +32,14 @@ from torch import nn
 
 from .data.datasets import ImageSet, open_dataset, open_train_val, stratified_sample
 from .data.transforms import crop_flip, draw_crop_flip, image_transform, normalize, pca_lighting
+from .device import resolve_device
 from .errors import ConfigError, DataError, TrainingError
 from .config import apply_overrides, parse_overrides
 from .recipes import TrainConfig, get_recipe
 from .registry import create_model
 from . import runfolder
 
-__all__ = ["RunResult", "train", "train_recipe", "build", "make_train_step", "learning_rate", "resolve_device"]
+__all__ = ["RunResult", "train", "train_recipe", "build", "make_train_step", "learning_rate"]
 
 
 @dataclass
@@ -53,16 +54,6 @@ class RunResult:
     interrupted: bool
     seconds: float
     skipped_images: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; unavailable devices are a :class:`ConfigError`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available here")
-    return device
 
 
 # ----------------------------------------------------------------------------- schedule
