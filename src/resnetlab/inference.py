@@ -21,7 +21,6 @@ import copy
 import os
 import tempfile
 import time
-import warnings
 from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union
 
 import torch
@@ -29,6 +28,7 @@ import torch.fx
 from torch import nn
 
 from .errors import ConfigError
+from .export import to_onnx
 
 __all__ = ["OptimizedModel", "fold_batchnorm", "optimize", "output_difference"]
 
@@ -204,20 +204,6 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
-    """Export ``model`` (eval, fp32, NCHW) to ONNX at ``path`` with a dynamic batch axis,
-    with the settings of :mod:`resnetlab.export` (TorchScript-based exporter: for these
-    nets about 7x quicker than the dynamo one, same graph)."""
-    from .export import ONNX_OPSET
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's note on its own future
-        torch.onnx.export(
-            model, (example,), path, input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
-        )
-
-
 class _Calibration:
     """ONNX Runtime's CalibrationDataReader protocol over our batches."""
 
@@ -251,7 +237,7 @@ def _onnxruntime_model(
     _onnxruntime()
     with tempfile.TemporaryDirectory(prefix="resnetlab-onnx-") as tmp:
         fp32_path = os.path.join(tmp, "fp32.onnx")
-        _export_onnx(model, example, fp32_path)
+        to_onnx(model, example, fp32_path)
         path = fp32_path
         if quantize == "int8":
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
