@@ -541,7 +541,7 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
 
     if data is None:
         raise ConfigError("gradients measures on data: give --data cifar10=PATH (or digits)")
-    from .train import _input_normalization
+    from .train import input_normalization
 
     train_set = open_train_val(data)[0]
     batch_size = _train_config(settings, settings.nets()[0], 0, train_overrides).batch_size
@@ -559,7 +559,7 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
                 config = _train_config(settings, model, seed, train_overrides)
                 torch.manual_seed(seed)
                 net = create_model(model, num_classes=len(train_set.classes), **config.model_kwargs)
-                mean, std = _input_normalization(config, train_set)
+                mean, std = input_normalization(config, train_set)
                 run = None
             else:
                 weights = _snapshot(settings, model, seed, at, train_overrides, data, folder.parent)

@@ -39,7 +39,8 @@ from .recipes import TrainConfig, get_recipe
 from .registry import create_model
 from . import runfolder
 
-__all__ = ["RunResult", "train", "train_recipe", "build", "make_train_step", "learning_rate"]
+__all__ = ["RunResult", "train", "train_recipe", "build", "make_train_step", "learning_rate",
+           "input_normalization"]
 
 
 @dataclass
@@ -289,7 +290,7 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return torch.stack([im for im, _ in good]), torch.tensor([t for _, t in good]), errors
 
 
-def _input_normalization(cfg: TrainConfig, train: ImageSet) -> tuple[Any, Any]:
+def input_normalization(cfg: TrainConfig, train: ImageSet) -> tuple[Any, Any]:
     """``(mean, std)`` on the [0, 1] scale: the per-pixel mean of the training images (section
     4.2) as a C x H x W tensor, or the recipe's per-channel values."""
     if cfg.normalization == "per_channel":
@@ -425,7 +426,7 @@ def train(
         val_set = open_dataset(data, "test") if config.val == "test" else None
     if config.train_subset is not None:
         train_set = train_set.subset(stratified_sample(train_set.targets, config.train_subset))
-    mean, std = _input_normalization(config, train_set)
+    mean, std = input_normalization(config, train_set)
     batches = _Batches(train_set, config, device, mean, std, rank, world)
     total, milestones = _run_length(config, batches.steps_per_epoch)
 
