@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .weights import WeightsMeta, atomic_save, load_weights
+from .files import atomic_save
+from .weights import WeightsMeta, load_weights
 
 __all__ = ["FORMATS", "export", "onnx_max_abs_diff", "to_onnx"]
 

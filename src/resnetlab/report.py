@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .files import atomic_write_text
 from .reproduce import DEFAULT_ROOT, EXPERIMENTS, run_summary
 
 __all__ = ["DIFFERENCES", "FULL_RUN_COMMANDS", "RESULT_WEIGHTS", "write_report"]
@@ -176,7 +177,5 @@ def write_report(root: str | os.PathLike | None = None, results: str | os.PathLi
                   "With the paper's settings, on a GPU (`device=auto` picks it), in one output root:", "", "```"]
         lines += list(FULL_RUN_COMMANDS) + ["```", ""]
     report = results / "REPORT.md"
-    tmp = report.with_name(".REPORT.md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, report)
+    atomic_write_text(report, "\n".join(lines))
     return report

@@ -38,6 +38,7 @@ from .analysis.complexity import complexity
 from .analysis.plots import Curve, plot_curves, plot_gradient_norms, plot_responses
 from .config import apply_overrides, parse_overrides
 from .errors import ConfigError, DataError
+from .files import atomic_write_text
 from .models.cifar_resnet import CIFAR_DEPTHS
 from .registry import create_model, list_models, model_info
 
@@ -188,12 +189,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -240,7 +235,7 @@ def run_table1(settings: Table1Settings, train_overrides: dict, data: str | None
         md_rows.append([name, "not registered", "-", f"{paper.TABLE1_GMACS[name]}", "-"])
     table = _shortened_label(note) + _markdown_table(
         ["model", "params (M)", "ours GMACs", "paper GMACs", "ours vs paper"], md_rows)
-    _write_text(folder / "table.md", table)
+    atomic_write_text(folder / "table.md", table)
     return {"rows": rows, "missing": missing}
 
 
@@ -416,7 +411,7 @@ def run_cifar_table6(settings: CifarSettings, train_overrides: dict, data: str |
     table = _shortened_label(note) + _markdown_table(
         ["net", "params", "paper params", "ours: 5k-val error % (best; mean ± std)", "paper: test error %"], md_rows)
     table += _claims_text(claims)
-    _write_text(folder / "table.md", table)
+    atomic_write_text(folder / "table.md", table)
     return {"rows": rows, "claims": claims}
 
 
@@ -447,7 +442,7 @@ def run_fig6(settings: CifarSettings, train_overrides: dict, data: str | None, f
     table = _shortened_label(note) + _markdown_table(
         ["net", "final training error % (last logged)", "final validation error %"], md_rows)
     table += _claims_text(claims) + "\n![Fig. 6](fig6.png)\n"
-    _write_text(folder / "table.md", table)
+    atomic_write_text(folder / "table.md", table)
     return {"rows": rows, "claims": claims, "seed": seed}
 
 
@@ -509,7 +504,7 @@ def run_fig7(settings: CifarSettings, train_overrides: dict, data: str | None, f
         ["net", "3x3 layers", "mean response std", "max", "min"], md_rows)
     table += f"\nMeasured on the {len(val)} validation images, eval mode.\n" + _claims_text(claims)
     table += "\n![Fig. 7](fig7.png)\n"
-    _write_text(folder / "table.md", table)
+    atomic_write_text(folder / "table.md", table)
     return {"rows": rows, "claims": claims, "seed": seed, "n_images": len(val)}
 
 
@@ -579,7 +574,7 @@ def run_gradients(settings: CifarSettings, train_overrides: dict, data: str | No
         ["moment", "net", "first layer", "median layer", "fc", "max/min over layers"], md_rows)
     table += f"\n||dL/dW|| of each conv/fc weight for one fixed batch of {len(pick)} training images.\n"
     table += "\n![gradient norms](gradients.png)\n"
-    _write_text(folder / "table.md", table)
+    atomic_write_text(folder / "table.md", table)
     return {"rows": rows, "seed": seed}
 
 
@@ -671,5 +666,5 @@ def run_experiment(
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "results": results,
     }
-    _write_text(folder / "experiment.json", json.dumps(record, indent=1, default=str) + "\n")
+    atomic_write_text(folder / "experiment.json", json.dumps(record, indent=1, default=str) + "\n")
     return folder

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, WeightsError
-from .weights import atomic_save
+from .files import atomic_save, atomic_write_text
 
 __all__ = ["CHECKPOINT", "RESULT_NEUTRAL_KEYS", "prepare", "write_config", "MetricsLog", "save_checkpoint",
            "load_checkpoint", "read_metrics", "environment"]
@@ -89,12 +89,7 @@ def write_config(out_dir: Path, config: dict[str, Any], env: dict[str, Any]) -> 
     """``config.json``: the resolved config's fields at the top level (as recipes name them,
     ``device`` resolved), plus ``config`` (as given, for resume checks) and ``environment``."""
     body = dict(config, config=config, environment=env, device=env["device"])
-    text = json.dumps(body, indent=2) + "\n"
-
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-
-    atomic_save(out_dir / CONFIG, write)
+    atomic_write_text(out_dir / CONFIG, json.dumps(body, indent=2) + "\n")
 
 
 class MetricsLog:

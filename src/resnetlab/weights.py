@@ -18,7 +18,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import ResnetlabError, WeightsError
+from .files import atomic_save
 from .registry import create_model, model_info
 
 __all__ = [
@@ -150,25 +150,6 @@ def _num_outputs(model: nn.Module) -> int | None:
     get = getattr(model, "get_classifier", None)
     head = get() if callable(get) else None
     return getattr(head, "out_features", None) or getattr(head, "out_channels", None)
-
-
-def atomic_save(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
-
-    A crash or a full disk during the write leaves any previous ``path`` intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(

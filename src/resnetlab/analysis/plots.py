@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..files import atomic_save  # noqa: E402
+
 __all__ = ["Curve", "plot_curves", "plot_responses", "plot_gradient_norms"]
 
 #: Fig. 6 axes: 0-6.4e4 iterations, 0-20 % error
@@ -58,11 +60,10 @@ def _save(fig: plt.Figure, path: str | os.PathLike, note: str | None, title: str
     fig.suptitle(text, fontsize=10, color="firebrick" if note else "black")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 

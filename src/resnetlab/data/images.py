@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +21,7 @@ import torchvision.io as tvio
 from PIL import Image
 
 from ..errors import DataError
+from ..files import atomic_save
 
 # torchvision 0.29 marks its decoders deprecated in favour of torchcodec; they remain the fast
 # batched JPEG path we want, so the notice (one per call) is silenced here only.
@@ -207,14 +207,12 @@ def cached_decode(paths: Sequence[str], targets: Sequence[int], size: tuple[int,
         except (OSError, ValueError):
             pass  # a damaged cache entry is rebuilt below
     images = decode_images(paths, size)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a bare name
             np.save(f, images.numpy(), allow_pickle=False)
-        os.replace(tmp, path)
+
+    try:
+        atomic_save(path, write)
     except OSError:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        pass  # an unwritable cache folder only costs the decode next time
     return images
