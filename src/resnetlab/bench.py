@@ -52,7 +52,7 @@ def record(out_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
 
 def _reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         return
     try:  # Linux: writing 5 resets the VmHWM (peak RSS) counter of this process
