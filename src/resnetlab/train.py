@@ -314,7 +314,17 @@ def _distributed() -> tuple[int, int, int]:
         return 0, 1, 0
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun's agent keeps ONE store for all restarts (--max-restarts): the dead attempt's
+            # gloo/nccl addresses are still in it and a restarted rank would connect to them
+            # ("connectFullMesh ... Connection refused", pytorch/pytorch#135712). Each attempt
+            # rendezvouses under its own prefix of the agent's store instead.
+            agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
+            dist.init_process_group(backend, store=dist.PrefixStore(f"resnetlab/attempt{restart}", agent),
+                                    rank=int(os.environ["RANK"]), world_size=world)
+        else:
+            dist.init_process_group(backend)
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
