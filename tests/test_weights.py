@@ -186,3 +186,18 @@ def test_fuzz_mutated_files(saved, tmp_path, flips):
         load_weights(p)
     except WeightsError:
         pass
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """Files are written through mkstemp (0600) but must end up readable like any open() file."""
+    import os
+    import stat
+
+    from resnetlab.files import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "report.md", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644
