@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .weights import IMAGENET_MEAN
 
 __all__ = ["TrainConfig", "RECIPES", "get_recipe", "list_recipes"]
 
 #: CIFAR-10 training-set channel mean/std on the [0, 1] scale.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-#: ImageNet channel mean/std on the [0, 1] scale (as torchvision).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
