@@ -210,6 +210,7 @@ def test_ddp_two_cpu_processes_match_one(tmp_path: Path) -> None:
                                   train_subset=64, log_every=2, eval_every=0, checkpoint_every=2,
                                   accumulate=int(sys.argv[2]))
         t.train(cfg, out_dir=sys.argv[1], progress=False)
+        assert not torch.distributed.is_initialized(), "train() left its process group behind"
         net = getattr(nets[0], "module", nets[0])
         torch.save(net.state_dict(), os.path.join(sys.argv[1], f"rank{{os.environ.get('RANK', '0')}}.pt"))
         """))

@@ -307,12 +307,16 @@ def input_normalization(cfg: TrainConfig, train: ImageSet) -> tuple[Any, Any]:
 # ----------------------------------------------------------------------------- distributed
 
 
-def _distributed() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` under torchrun (initialising the process group), else (0, 1, 0)."""
+@contextlib.contextmanager
+def _process_group() -> Iterator[tuple[int, int, int]]:
+    """``(rank, world_size, local_rank)`` under torchrun, else (0, 1, 0). A process group this
+    creates is destroyed on exit; one the caller created is left to the caller."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
+        yield 0, 1, 0
+        return
+    owned = not dist.is_initialized()
+    if owned:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
         if restart is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
@@ -325,7 +329,11 @@ def _distributed() -> tuple[int, int, int]:
                                     rank=int(os.environ["RANK"]), world_size=world)
         else:
             dist.init_process_group(backend)
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+    try:
+        yield dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+    finally:
+        if owned:
+            dist.destroy_process_group()
 
 
 def _all_sum(values: list[float], device: torch.device, world: int) -> list[float]:
@@ -403,12 +411,16 @@ def train(
     checkpoint and return with ``interrupted=True``; a NaN/inf loss raises
     :class:`TrainingError` naming the step and keeps the last good checkpoint.
     """
+    with _process_group() as (rank, world, local_rank):
+        return _train(config, data, Path(out_dir), resume, progress, rank, world, local_rank)
+
+
+def _train(config: TrainConfig, data: str | None, out: Path, resume: bool, progress: bool,
+           rank: int, world: int, local_rank: int) -> RunResult:
     started = time.perf_counter()
     data = data or config.data
     if not data:
         raise ConfigError("this recipe needs --data (e.g. cifar10=PATH); `digits` trains on the built-in digits")
-    out = Path(out_dir)
-    rank, world, local_rank = _distributed()
     if config.batch_size % (world * config.accumulate):
         raise ConfigError(f"batch_size {config.batch_size} must be divisible by processes x accumulate "
                           f"({world} x {config.accumulate})")
