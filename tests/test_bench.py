@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from resnetlab import ConfigError
-from resnetlab.bench import compare, format_table
+from resnetlab.analysis.complexity import complexity
+from resnetlab.bench import _utilisation, compare, format_table, gemm_peak_flops
 from resnetlab.cli import main
+from resnetlab.registry import create_model
 
 BENCH_KEYS = {"model", "batch_size", "device", "baseline", "baseline_img_s", "img_s", "speedup"}
 
@@ -38,7 +40,10 @@ def test_bench_infer_cli_json(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert out["model"] == "cifar_resnet20" and out["batch_size"] == 2 and out["device"] == "cpu"
     assert out["same_top1"] and out["max_rel_diff"] < 1e-2 and out["threads"] == 1
     assert json.loads((tmp_path / "run" / "bench.jsonl").read_text()) == out  # the self-describing record
-    assert "speedup" in format_table(out)
+    assert "speedup" in format_table(out) and "MFU" in format_table(out)
+    macs = complexity(create_model("cifar_resnet20"), (3, 32, 32))["macs"]
+    assert out["flops_per_image"] == 2 * macs and out["peak_dtype"] == "float32"
+    assert out["mfu"] > 0 and out["baseline_mfu"] > 0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -60,6 +65,17 @@ def test_bench_train_cli_json_times_the_engine_step(capsys: pytest.CaptureFixtur
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert BENCH_KEYS <= set(out)
     assert out["batch_size"] == 4 and "resnetlab.train step" in out["ours"] and out["img_s"] > 0
+    # a training step costs forward + two backward products: 3 x 2 x multiply-adds per image
+    assert out["flops_per_image"] == 6 * complexity(create_model("cifar_resnet20"), (3, 32, 32))["macs"]
+    assert out["mfu"] > 0 and out["baseline_mfu"] > 0
+
+
+def test_mfu_is_model_flops_over_the_measured_gemm_ceiling() -> None:
+    fields = _utilisation({"img_s": 50.0, "baseline_img_s": 25.0}, 2e9, 1e12, "float32")
+    assert fields == {"flops_per_image": 2_000_000_000, "peak_tflops": 1.0, "peak_dtype": "float32",
+                      "mfu": 0.1, "baseline_mfu": 0.05}
+    assert "mfu" not in _utilisation({"img_s": 1.0, "baseline_img_s": 1.0}, 2e9, None, "int8")
+    assert gemm_peak_flops(torch.device("cpu"), min_time=0.0) > 1e8  # any CPU does 0.1 GFLOP/s
 
 
 def test_bench_train_rejects_infer_options_and_bad_keys(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,11 +22,13 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from . import runfolder
+from .analysis.complexity import complexity
 from .device import resolve_device
 from .errors import ConfigError
 from .registry import create_model, model_info
 
-__all__ = ["compare", "bench_infer", "bench_train", "cpu_threads", "environment", "format_table", "record"]
+__all__ = ["compare", "bench_infer", "bench_train", "cpu_threads", "environment", "format_table", "gemm_peak_flops",
+           "record"]
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -143,6 +145,42 @@ def compare(
     }
 
 
+def gemm_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, min_time: float = 0.5) -> float:
+    """The dense matrix multiply throughput this device attains (FLOP/s) in ``dtype``, with the
+    current thread setting: the best of three timed rounds of square matmuls (2048 on CPU,
+    8192 on GPUs). MFU figures divide by this measured ceiling, not by a spec sheet's."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up (library initialisation, clocks)
+    best = 0.0
+    for _ in range(3):
+        calls, start = 0, time.perf_counter()
+        while True:
+            a @ b
+            calls += 1
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time:
+                break
+        best = max(best, 2 * n**3 * calls / elapsed)
+    return best
+
+
+def _utilisation(result: dict[str, Any], flops_per_image: float, peak: Optional[float],
+                 peak_dtype: str) -> dict[str, Any]:
+    """MFU fields of a bench result: model FLOPs per image (2 x conv/fc multiply-adds; x3 for a
+    training step: forward + two backward products) over the measured GEMM ceiling."""
+    fields: dict[str, Any] = {"flops_per_image": int(flops_per_image)}
+    if peak:
+        fields.update(
+            peak_tflops=round(peak / 1e12, 4), peak_dtype=peak_dtype,
+            mfu=round(result["img_s"] * flops_per_image / peak, 4),
+            baseline_mfu=round(result["baseline_img_s"] * flops_per_image / peak, 4),
+        )
+    return fields
+
+
 @contextlib.contextmanager
 def cpu_threads(threads: Optional[int]) -> Iterator[None]:
     """Run the block with ``threads`` CPU threads (``None``: leave torch's setting), then restore."""
@@ -219,6 +257,9 @@ def _bench_infer(model: str, batch_size: int, dev: torch.device, input_size: Opt
     }
     result.update(compare(baseline, ours, items_per_call=batch_size, device=dev,
                           repeats=repeats, warmup=warmup, min_time=min_time))
+    macs = complexity(net, size)["macs"]
+    peak = None if quantize else gemm_peak_flops(dev)
+    result.update(_utilisation(result, 2 * macs, peak, "float32"))
     result.update(
         setup_s=fast.report["setup_s"],
         max_rel_diff=round(fast.report["max_rel_diff"], 6),
@@ -302,6 +343,9 @@ def _bench_train(model: str, batch_size: int, dev: torch.device, recipe: str, ov
     }
     result.update(compare(baseline, ours, items_per_call=batch_size, device=dev,
                           repeats=repeats, warmup=warmup, min_time=min_time))
+    peak_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp, torch.float32)
+    macs = complexity(plain, info.input_size)["macs"]
+    result.update(_utilisation(result, 3 * 2 * macs, gemm_peak_flops(dev, peak_dtype), str(peak_dtype)[6:]))
     result.update(environment(dev))
     return result
 
@@ -317,6 +361,9 @@ def format_table(result: dict[str, Any]) -> str:
         ("speedup (ours / baseline)", f"{result['speedup']:.2f}x",
          "{:.2f}..{:.2f}".format(*result["speedup_spread"]), ""),
     ]
+    if "mfu" in result:
+        rows.append((f"MFU (of the measured {result['peak_dtype']} GEMM ceiling, {result['peak_tflops']:.3f} TFLOP/s)",
+                     f"{100 * result['mfu']:.1f} %", f"baseline {100 * result['baseline_mfu']:.1f} %", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"{result['model']}  batch {result['batch_size']}  device {result['device']}  "
              f"({result['repeats']} interleaved repeats, torch {result['torch']}, {result['threads']} threads)"]
