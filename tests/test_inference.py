@@ -151,3 +151,16 @@ def test_optimize_compile_same_outputs(resnet20: nn.Module) -> None:
     fast = optimize(resnet20, example, compile=True)
     assert fast.report["steps"][-1].startswith("torch.compile")
     assert fast.report["same_top1"] and fast.report["max_rel_diff"] < 1e-2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="onnxruntime not installed (pip install 'resnetlab[onnx]')")
+def test_auto_runtime_times_both_and_keeps_the_fastest(resnet20: nn.Module) -> None:
+    example = torch.randn(4, 3, 32, 32)
+    fast = optimize(resnet20, example, runtime="auto")
+    timings = fast.report["candidates_img_s"]
+    assert set(timings) == {"torch", "onnxruntime"} and all(v > 0 for v in timings.values())
+    assert fast.report["runtime"] == max(timings, key=timings.__getitem__)
+    assert fast.report["same_top1"] and fast.report["max_rel_diff"] < 1e-4
+    with torch.no_grad():
+        torch.testing.assert_close(fast(example), resnet20.eval()(example), rtol=1e-4, atol=1e-4)

@@ -255,7 +255,8 @@ def add_bench(sub: Any) -> None:
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per contender per round")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of both (default: torch's)")
     p.add_argument("--compile", action="store_true", help="infer: torch.compile with freezing")
-    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch", help="infer: fp32 runtime")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime", "auto"], default="torch",
+                   help="infer: fp32 runtime (auto: time those this machine has, keep the fastest)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="infer: int8 via ONNX Runtime")
     p.add_argument("--out", default=None, help="also append the result to OUT/bench.jsonl")
     p.add_argument("--json", action="store_true", help="print one JSON object")

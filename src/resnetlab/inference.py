@@ -263,6 +263,60 @@ def _onnxruntime_model(
 # ----------------------------------------------------------------------------- optimize
 
 
+def _torch_runtime(
+    reference: nn.Module, fold_bn: bool, channels_last: bool, compile: bool
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str]]:
+    """The PyTorch path of :func:`optimize`: ``(run, steps applied)``."""
+    steps = []
+    net: nn.Module = reference
+    if fold_bn:
+        net = fold_batchnorm(net)
+        steps.append("fold batchnorm")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        net = net.to(memory_format=memory_format)
+        steps.append("channels_last")
+    if compile:
+        # Freezing turns weights into constants so inductor can pre-pack them and fuse
+        # conv + bias + ReLU (+ residual add); it applies to inference only.
+        net = torch.compile(net, options={"freezing": True})
+        steps.append("torch.compile (inductor, freezing)")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return net(x.contiguous(memory_format=memory_format))
+
+    return run, steps
+
+
+def _images_per_second(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, min_time: float) -> float:
+    """Throughput of ``run`` on ``x`` over at least ``min_time`` seconds (and two calls)."""
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < min_time:
+        run(x)
+        calls += 1
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return calls * len(x) / (time.perf_counter() - start)
+
+
+def _fastest(candidates: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
+             rounds: int = 3, min_time: float = 0.3) -> tuple[str, dict[str, float]]:
+    """The name of the fastest of ``candidates`` on ``x`` (the best of ``rounds`` interleaved
+    timings each, order alternating) and every candidate's images/s."""
+    best = {name: 0.0 for name in candidates}
+    for r in range(rounds):
+        for name in (list(candidates) if r % 2 == 0 else list(candidates)[::-1]):
+            best[name] = max(best[name], _images_per_second(candidates[name], x, min_time))
+    return max(best, key=best.__getitem__), {name: round(v, 2) for name, v in best.items()}
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def optimize(
     model: nn.Module,
     example: torch.Tensor,
@@ -270,7 +324,7 @@ def optimize(
     channels_last: bool = True,
     fold_bn: bool = True,
     compile: bool = False,
-    runtime: Literal["torch", "onnxruntime"] = "torch",
+    runtime: Literal["torch", "onnxruntime", "auto"] = "torch",
     quantize: Optional[Literal["int8"]] = None,
     calibration: Optional[Data] = None,
     validation: Optional[Data] = None,
@@ -285,7 +339,9 @@ def optimize(
         fold_bn: fold every BatchNorm into the convolution before it (:func:`fold_batchnorm`).
         compile: ``torch.compile`` with inductor freezing; costs about a minute for a
             ResNet-50 on 2 CPU cores, paid here, once per batch size.
-        runtime: ``"torch"`` or ``"onnxruntime"`` (CPU; the ``onnx`` extra).
+        runtime: ``"torch"``, ``"onnxruntime"`` (CPU; the ``onnx`` extra) or ``"auto"``:
+            build every runtime this device has, time them on ``example`` (interleaved)
+            and keep the fastest; ``report["candidates_img_s"]`` holds the timings.
         quantize: ``None`` (fp32) or ``"int8"`` (ONNX Runtime static quantization; CPU).
         calibration: data whose activation ranges set the int8 scales (a few hundred
             images of the kind the model will see); inputs, ``(inputs, targets)`` or an
@@ -299,15 +355,14 @@ def optimize(
     """
     if quantize not in (None, "int8"):
         raise ConfigError(f"quantize={quantize!r} is not one of None, 'int8'")
-    if runtime not in ("torch", "onnxruntime"):
-        raise ConfigError(f"runtime={runtime!r} is not one of 'torch', 'onnxruntime'")
+    if runtime not in ("torch", "onnxruntime", "auto"):
+        raise ConfigError(f"runtime={runtime!r} is not one of 'torch', 'onnxruntime', 'auto'")
     if not isinstance(example, torch.Tensor) or example.dim() != 4 or not example.is_floating_point():
         raise ConfigError("example must be a float (N, C, H, W) tensor of normalized inputs")
     device = example.device
     reference = copy.deepcopy(model).eval().to(device)
     with torch.no_grad():
         expected = reference(example)
-    report: dict[str, Any] = {"runtime": runtime, "quantize": quantize, "steps": [], "device": str(device)}
     start = time.perf_counter()
 
     if quantize == "int8" or runtime == "onnxruntime":
@@ -315,33 +370,33 @@ def optimize(
             raise ConfigError("the ONNX Runtime and INT8 paths run on CPU; pass a CPU example")
         if quantize == "int8" and calibration is None:
             raise ConfigError("quantize='int8' needs calibration data (inputs like the ones it will see)")
-        calib = _batches(calibration, "calibration") if calibration is not None else None
-        report["runtime"] = "onnxruntime"
-        report["steps"] = ["onnx export", "onnxruntime graph optimisation (BN folding, conv fusion)"]
-        if quantize == "int8":
-            report["steps"].append("int8 static quantization (per-channel 7-bit weights, MinMax calibration)")
-            report["calibration_images"] = sum(len(x) for x, _ in calib)
-        run = _onnxruntime_model(reference, example, calib, quantize)
+        names = ["onnxruntime"]
+    elif runtime == "auto" and device.type == "cpu" and _has_onnxruntime():
+        names = ["torch", "onnxruntime"]
     else:
-        net: nn.Module = reference
-        if fold_bn:
-            net = fold_batchnorm(net)
-            report["steps"].append("fold batchnorm")
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:
-            net = net.to(memory_format=memory_format)
-            report["steps"].append("channels_last")
-        if compile:
-            # Freezing turns weights into constants so inductor can pre-pack them and fuse
-            # conv + bias + ReLU (+ residual add); it applies to inference only.
-            net = torch.compile(net, options={"freezing": True})
-            report["steps"].append("torch.compile (inductor, freezing)")
+        names = ["torch"]
+    calib = _batches(calibration, "calibration") if quantize == "int8" else None
+    built: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], list[str]]] = {}
+    for name in names:
+        if name == "torch":
+            built[name] = _torch_runtime(reference, fold_bn, channels_last, compile)
+        else:
+            steps = ["onnx export", "onnxruntime graph optimisation (BN folding, conv fusion)"]
+            if quantize == "int8":
+                steps.append("int8 static quantization (per-channel 7-bit weights, MinMax calibration)")
+            built[name] = (_onnxruntime_model(reference, example, calib, quantize), steps)
+        built[name][0](example)  # the first call also compiles
+    report: dict[str, Any] = {"quantize": quantize, "device": str(device)}
+    if len(built) > 1:
+        chosen, report["candidates_img_s"] = _fastest({name: run for name, (run, _) in built.items()}, example)
+    else:
+        chosen = names[0]
+    run, report["steps"] = built[chosen]
+    report["runtime"] = chosen
+    if quantize == "int8":
+        report["calibration_images"] = sum(len(x) for x, _ in calib)
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return net(x.contiguous(memory_format=memory_format))
-
-    got = run(example)  # also triggers compilation
+    got = run(example)
     report["setup_s"] = round(time.perf_counter() - start, 3)
     report.update(output_difference(got, expected))
     if quantize == "int8":
