@@ -96,7 +96,26 @@ def test_fully_convolutional_form_equals_pooled_classifier(model):
     """For a GAP + linear head, the classifier as a 1x1 conv averaged over positions is the same map."""
     x = torch.randn(2, 3, 40, 56)
     with torch.no_grad():
-        torch.testing.assert_close(fully_convolutional_scores(model, x, model.get_classifier()), model(x))
+        torch.testing.assert_close(fully_convolutional_scores(model, x), model(x))
+
+
+def test_vgg_dense_head_is_the_classifier_slid_over_the_feature_map():
+    """VGG's fc6/fc7/fc8 as 7x7/1x1/1x1 convolutions (its paper's dense test): at 224 the score
+    map is 1x1 and equals forward(); at 256 each of its 2x2 positions is the ordinary head
+    applied to the 7x7 window of the 8x8 feature map at that offset."""
+    torch.manual_seed(0)
+    vgg = create_model("vgg11", num_classes=10).eval()
+    with torch.no_grad():
+        x = torch.randn(1, 3, 224, 224)
+        torch.testing.assert_close(vgg.forward_dense(vgg.forward_features(x)).flatten(1), vgg(x),
+                                   rtol=1e-4, atol=1e-5)
+        features = vgg.forward_features(torch.randn(1, 3, 256, 256))
+        score_map = vgg.forward_dense(features)
+        assert features.shape[-2:] == (8, 8) and score_map.shape == (1, 10, 2, 2)
+        for i in range(2):
+            for j in range(2):
+                torch.testing.assert_close(score_map[:, :, i, j], vgg.forward_head(features[:, :, i:i + 7, j:j + 7]),
+                                           rtol=1e-4, atol=1e-5)
 
 
 def test_multiscale_averages_scales_and_flips(model, monkeypatch):

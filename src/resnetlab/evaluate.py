@@ -7,7 +7,8 @@
   224x224 crops of the 256-resized image and their horizontal flips, scores averaged.
 - ``multiscale``: "the fully-convolutional form as in [41, 13]", scores averaged at the
   shorter sides {224, 256, 384, 480, 640} and their flips (section 3.4, Table 4): the
-  classifier runs as a 1x1 convolution over the last feature map of the whole image.
+  classifier runs as a 1x1 convolution over the last feature map of the whole image (VGG:
+  fc6 as a 7x7 and fc7/fc8 as 1x1 convolutions, its paper's dense test).
 
 Scores are softmax probabilities; views of one image are averaged.  Crop sizes follow the
 weights' input size (224 on ImageNet): the resize side is ``crop * 256 / 224`` (the crop side
@@ -21,7 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ from .errors import ConfigError, DataError
 from .registry import create_model, model_info
 from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_weights
 
-__all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "evaluate", "center_view", "resize_side", "fully_convolutional_scores", "write_report",
+__all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "evaluate", "center_view", "resize_side", "dense_head", "fully_convolutional_scores", "write_report",
            "default_protocol", "load_model_or_weights", "run_eval"]
 
 PROTOCOLS = ("full", "center", "10crop", "multiscale")
@@ -107,8 +108,15 @@ def _mean_std_for(values: Any, size: tuple[int, int]) -> Any:
     return t
 
 
-def _check_fully_convolutional(model: nn.Module, features: torch.Tensor) -> nn.Linear:
-    """The classifier, if the head is global average pooling + that linear layer; else refuse."""
+def dense_head(model: nn.Module, features: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's head as a map from a feature map of any size to a class score map.
+
+    A model's own ``forward_dense`` (VGG: fc layers as convolutions), or, for a global average
+    pooling + linear head (ResNet, DenseNet), the linear layer as a 1x1 convolution.  Other
+    heads are refused: ``features`` (one image's ``forward_features``) is used to check.
+    """
+    if callable(getattr(model, "forward_dense", None)):
+        return model.forward_dense
     name = getattr(model, "resnetlab_name", type(model).__name__)
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
     if not isinstance(classifier, nn.Linear):
@@ -119,16 +127,20 @@ def _check_fully_convolutional(model: nn.Module, features: torch.Tensor) -> nn.L
             f"{name}: its head is not global average pooling + one linear layer, so it cannot run "
             "fully-convolutionally (multiscale protocol); use --protocol 10crop"
         )
-    return classifier
-
-
-def fully_convolutional_scores(model: nn.Module, x: torch.Tensor, classifier: nn.Linear) -> torch.Tensor:
-    """Class scores of ``x`` (N x C x H x W, any size): the classifier as a 1x1 convolution over
-    the last feature map, the score map averaged over positions (section 3.4, after [41, 13])."""
-    features = model.forward_features(x)
     weight = classifier.weight[:, :, None, None]
-    score_map = F.conv2d(features, weight, classifier.bias)
-    return score_map.mean(dim=(2, 3))
+    return lambda f: F.conv2d(f, weight, classifier.bias)
+
+
+def fully_convolutional_scores(
+    model: nn.Module, x: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Class scores of ``x`` (N x C x H x W, any size): the fully-convolutional head
+    (:func:`dense_head`, found from the model when not given) over the last feature map, the
+    score map averaged over positions (section 3.4, after [41, 13])."""
+    features = model.forward_features(x)
+    if head is None:
+        head = dense_head(model, features[:1])
+    return head(features).mean(dim=(2, 3))
 
 
 def _chunks(n: int, pixels: int, batch_size: int) -> Iterator[slice]:
@@ -140,7 +152,8 @@ def _chunks(n: int, pixels: int, batch_size: int) -> Iterator[slice]:
 
 @torch.inference_mode()
 def _probabilities(model: nn.Module, images: list[torch.Tensor], protocol: str, mean: Any, std: Any,
-                   batch_size: int, device: torch.device, classifier: nn.Linear | None) -> torch.Tensor:
+                   batch_size: int, device: torch.device,
+                   head: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
     """Softmax scores (N x K) of one batch of images, views averaged."""
 
     def run(x: torch.Tensor, fcn: bool) -> torch.Tensor:
@@ -149,7 +162,7 @@ def _probabilities(model: nn.Module, images: list[torch.Tensor], protocol: str, 
         m, s = _mean_std_for(mean, (h, w)), _mean_std_for(std, (h, w))
         for part in _chunks(len(x), h * w, batch_size):
             xb = normalize(x[part].to(device, non_blocking=True), m.to(device), s.to(device))
-            logits = fully_convolutional_scores(model, xb, classifier) if fcn else model(xb)
+            logits = fully_convolutional_scores(model, xb, head) if fcn else model(xb)
             out.append(logits.float().softmax(dim=1))
         return torch.cat(out)
 
@@ -217,7 +230,7 @@ def evaluate(
     if num_workers is None:
         in_memory = isinstance(getattr(dataset, "images", None), torch.Tensor)
         num_workers = 0 if in_memory else min(4, os.cpu_count() or 1)
-    classifier = None
+    head = None
     correct1 = correct5 = seen = 0
     confusion: torch.Tensor | None = None
     start = time.perf_counter()
@@ -225,13 +238,13 @@ def evaluate(
                dynamic_ncols=True)
     try:
         for images, targets in _batches(dataset, protocol, crop, batch_size, num_workers):
-            if protocol == "multiscale" and classifier is None:
+            if protocol == "multiscale" and head is None:
                 with torch.inference_mode():
                     probe = normalize(images[0][None].to(device), _mean_std_for(mean, images[0].shape[-2:]),
                                       _mean_std_for(std, images[0].shape[-2:]))
-                    classifier = _check_fully_convolutional(model, model.forward_features(probe))
+                    head = dense_head(model, model.forward_features(probe))
             try:
-                probs = _probabilities(model, images, protocol, mean, std, batch_size, device, classifier).cpu()
+                probs = _probabilities(model, images, protocol, mean, std, batch_size, device, head).cpu()
             except RuntimeError as exc:
                 if "stack expects each tensor to be equal size" in str(exc):
                     raise DataError("protocol 'full' needs images of one size; use --protocol center") from None

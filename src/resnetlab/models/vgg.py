@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -103,6 +104,16 @@ class VGG(nn.Module):
         x = torch.flatten(self.avgpool(x), 1)
         x = self.classifier[:-1](x)
         return x if pre_logits else self.classifier[-1](x)
+
+    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """The fully-convolutional head over a feature map of any size >= 7x7: fc6 as a 7x7
+        convolution, fc7 and fc8 as 1x1 convolutions, giving a class score map (N, K, h, w)
+        (Simonyan & Zisserman 2015, section 3.2 "Testing"; the dense test of ResNet paper
+        section 3.4).  At 224x224 the map is 1x1 and equals :meth:`forward`."""
+        fc6, fc7, fc8 = (m for m in self.classifier if isinstance(m, nn.Linear))
+        x = F.relu(F.conv2d(x, fc6.weight.view(fc6.out_features, x.shape[1], 7, 7), fc6.bias))
+        x = F.relu(F.conv2d(x, fc7.weight[:, :, None, None], fc7.bias))
+        return F.conv2d(x, fc8.weight[:, :, None, None], fc8.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
