@@ -83,6 +83,7 @@ def test_run_summary_counts_a_paper_run_on_real_data_as_full(tmp_path) -> None:
         runfolder.write_config(tmp_path / name, resolved, runfolder.environment(torch.device("cpu"), 1))
     summary = run_summary(tmp_path / "paper")
     assert summary["full"] is True and summary["model"] == "cifar_resnet20" and summary["seed"] == 3
+    assert summary["device"] == f"cpu, {torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
     assert run_summary(tmp_path / "lr")["full"] is False
 
 

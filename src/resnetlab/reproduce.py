@@ -343,6 +343,9 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     expected = _train_config(CifarSettings(), config["model"], config["seed"], {}).to_dict()
     full = all(config.get(k) == v for k, v in expected.items() if k not in NEUTRAL_TRAIN_KEYS + RUN_INPUT_KEYS)
     env = config.get("environment", {})
+    device = env.get("gpu") or env.get("device") or config.get("device")
+    if device == "cpu" and env.get("threads"):
+        device = f"cpu, {env['threads']} thread{'s' if env['threads'] > 1 else ''}"
     return {
         "run": run_dir.name,
         "path": str(run_dir),
@@ -351,7 +354,7 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
         "iterations": config["iterations"],
         "iterations_done": max((r["step"] for r in records if "step" in r), default=0),
         "finished": (run_dir / "final.safetensors").is_file(),
-        "device": env.get("gpu") or config.get("device"),
+        "device": device,
         "wall_time_s": max(times, default=None),
         "val_err": val[-1] if val else None,
         "full": full,
