@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
 from resnetlab.analysis.complexity import complexity
-from resnetlab.bench import cpu_threads, environment, gemm_peak_flops
+from resnetlab.bench import calls_per_second, cpu_threads, environment, gemm_peak_flops
 from resnetlab.registry import create_model, model_info
 
 
@@ -46,14 +45,8 @@ def int8_gemm_peak_ops(threads: int, n: int = 2048, min_time: float = 0.5) -> fl
     rng = np.random.default_rng(0)
     feed = {"A": rng.integers(0, 255, (n, n), dtype=np.uint8), "B": rng.integers(-64, 64, (n, n), dtype=np.int8)}
     session.run(None, feed)
-    best = 0.0
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < min_time:
-            session.run(None, feed)
-            calls += 1
-        best = max(best, 2 * n**3 * calls / (time.perf_counter() - start))
-    return best
+    cpu = torch.device("cpu")
+    return 2 * n**3 * max(calls_per_second(lambda: session.run(None, feed), cpu, min_time) for _ in range(3))
 
 
 def main() -> None:

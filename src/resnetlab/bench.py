@@ -27,7 +27,7 @@ from .device import resolve_device
 from .errors import ConfigError
 from .registry import create_model, model_info
 
-__all__ = ["compare", "bench_infer", "bench_train", "cpu_threads", "environment", "format_table", "gemm_peak_flops",
+__all__ = ["calls_per_second", "compare", "bench_infer", "bench_train", "cpu_threads", "environment", "format_table", "gemm_peak_flops",
            "record"]
 
 
@@ -82,6 +82,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def calls_per_second(fn: Callable[[], Any], device: torch.device, min_time: float, min_calls: int = 1) -> float:
+    """Calls of ``fn`` per second, timed over at least ``min_time`` seconds and ``min_calls``
+    calls, the device synchronised after each call (so GPU work is counted when done)."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time and calls >= min_calls:
+            return calls / elapsed
+
+
 def compare(
     baseline: Callable[[], Any],
     ours: Callable[[], Any],
@@ -115,15 +128,7 @@ def compare(
         for name in order:
             fn = contenders[name]
             _reset_peak_memory(device)
-            calls, start = 0, time.perf_counter()
-            while True:
-                fn()
-                calls += 1
-                _sync(device)
-                elapsed = time.perf_counter() - start
-                if elapsed >= min_time:
-                    break
-            rates[name].append(calls * items_per_call / elapsed)
+            rates[name].append(calls_per_second(fn, device, min_time) * items_per_call)
             peak = _peak_memory_mb(device)
             if peak is not None and (peaks[name] is None or peak > peaks[name]):
                 peaks[name] = peak
@@ -153,18 +158,7 @@ def gemm_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, mi
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up (library initialisation, clocks)
-    best = 0.0
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while True:
-            a @ b
-            calls += 1
-            _sync(device)
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        best = max(best, 2 * n**3 * calls / elapsed)
-    return best
+    return 2 * n**3 * max(calls_per_second(lambda: a @ b, device, min_time) for _ in range(3))
 
 
 def _utilisation(result: dict[str, Any], flops_per_image: float, peak: Optional[float],

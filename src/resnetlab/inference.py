@@ -289,25 +289,17 @@ def _torch_runtime(
     return run, steps
 
 
-def _images_per_second(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, min_time: float) -> float:
-    """Throughput of ``run`` on ``x`` over at least ``min_time`` seconds (and two calls)."""
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < min_time:
-        run(x)
-        calls += 1
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    return calls * len(x) / (time.perf_counter() - start)
-
-
 def _fastest(candidates: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
              rounds: int = 3, min_time: float = 0.3) -> tuple[str, dict[str, float]]:
     """The name of the fastest of ``candidates`` on ``x`` (the best of ``rounds`` interleaved
     timings each, order alternating) and every candidate's images/s."""
+    from .bench import calls_per_second
+
     best = {name: 0.0 for name in candidates}
     for r in range(rounds):
         for name in (list(candidates) if r % 2 == 0 else list(candidates)[::-1]):
-            best[name] = max(best[name], _images_per_second(candidates[name], x, min_time))
+            run = candidates[name]
+            best[name] = max(best[name], len(x) * calls_per_second(lambda: run(x), x.device, min_time, min_calls=2))
     return max(best, key=best.__getitem__), {name: round(v, 2) for name, v in best.items()}
 
 
@@ -377,6 +369,7 @@ def optimize(
         names = ["torch"]
     calib = _batches(calibration, "calibration") if quantize == "int8" else None
     built: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], list[str]]] = {}
+    outputs: dict[str, torch.Tensor] = {}
     for name in names:
         if name == "torch":
             built[name] = _torch_runtime(reference, fold_bn, channels_last, compile)
@@ -385,7 +378,7 @@ def optimize(
             if quantize == "int8":
                 steps.append("int8 static quantization (per-channel 7-bit weights, MinMax calibration)")
             built[name] = (_onnxruntime_model(reference, example, calib, quantize), steps)
-        built[name][0](example)  # the first call also compiles
+        outputs[name] = built[name][0](example)  # the first call also compiles
     report: dict[str, Any] = {"quantize": quantize, "device": str(device)}
     if len(built) > 1:
         chosen, report["candidates_img_s"] = _fastest({name: run for name, (run, _) in built.items()}, example)
@@ -396,9 +389,8 @@ def optimize(
     if quantize == "int8":
         report["calibration_images"] = sum(len(x) for x, _ in calib)
 
-    got = run(example)
     report["setup_s"] = round(time.perf_counter() - start, 3)
-    report.update(output_difference(got, expected))
+    report.update(output_difference(outputs[chosen], expected))
     if quantize == "int8":
         checked = _batches(validation, "validation") if validation is not None else calib
         with torch.no_grad():
