@@ -34,7 +34,8 @@ from .data.transforms import normalize
 from .device import resolve_device
 from .errors import ConfigError, DataError
 from .registry import create_model, model_info
-from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_weights
+from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .weights import WeightsMeta, load_weights
 
 __all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "evaluate", "center_view", "resize_side", "dense_head", "fully_convolutional_scores", "write_report",
            "default_protocol", "load_model_or_weights", "run_eval"]

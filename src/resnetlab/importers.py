@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.datasets import CIFAR10_CLASSES
+from .constants import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from .errors import ResnetlabError, WeightsError
 from .registry import create_model
-from .weights import (IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, read_header, read_meta,
+from .weights import (WeightsMeta, check_state_dict, read_header, read_meta,
                       save_weights)
 
 __all__ = ["Imported", "IMPORTERS", "read_state_dict", "torchvision_target", "read_caffemodel", "caffe_state_dict",

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .weights import IMAGENET_MEAN
+from .constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN
 
 __all__ = ["TrainConfig", "RECIPES", "get_recipe", "list_recipes"]
 
-#: CIFAR-10 training-set channel mean/std on the [0, 1] scale.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass(frozen=True)

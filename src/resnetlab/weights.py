@@ -31,8 +31,6 @@ from .registry import create_model, model_info
 
 __all__ = [
     "FORMAT_VERSION",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "WeightsMeta",
     "save_weights",
     "load_weights",
@@ -43,10 +41,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = "1"
-#: the usual ImageNet input normalization (RGB, [0, 1] scale): torchvision's, timm's, and the
-#: CIFAR checkpoints of pytorch_resnet_cifar10
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PREFIX = "resnetlab."
 REQUIRED_KEYS = ("model", "kwargs", "mean", "std", "input_size", "classes", "source")
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..constants import CIFAR10_CLASSES
 from ..errors import DataError
 from .images import cached_decode, decode_image, scan_image_folder
 
@@ -33,8 +34,6 @@ __all__ = [
     "stratified_sample",
 ]
 
-#: CIFAR-10 label order of the published batches (``batches.meta``), which is alphabetical.
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 #: ``--data`` names and whether they take ``=PATH``.
 DATA_NAMES = {"digits": False, "synthetic": False, "cifar10": True, "cifar100": True, "imagenet": True, "folder": True}
 SPLITS = ("train", "val", "test")

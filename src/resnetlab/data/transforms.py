@@ -6,6 +6,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..constants import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC
+
 __all__ = ["normalize", "crop_flip", "draw_crop_flip", "pca_lighting", "image_transform"]
 
 
@@ -29,14 +31,6 @@ def normalize(x: torch.Tensor, mean: Sequence | torch.Tensor, std: Sequence | to
 
 # ----------------------------------------------------------------------------- training augmentation
 
-#: AlexNet's PCA colour augmentation (Krizhevsky et al. 2012, section 4.1): eigenvalues and
-#: eigenvectors (columns) of the ImageNet RGB covariance on the [0, 1] scale.
-IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_PCA_EIGVEC = (
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
 
 
 def crop_flip(images: torch.Tensor, pad: int, offset_y: torch.Tensor, offset_x: torch.Tensor,
