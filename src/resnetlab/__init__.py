@@ -1,8 +1,19 @@
-"""resnetlab: deep residual networks (He et al. 2015) as working software."""
+"""resnetlab: deep residual networks (He et al. 2015) as working software.
+
+The core (models, registry, weights, data) is imported with the package; the applications
+(``resnetlab.train``, ``resnetlab.evaluate``, ``resnetlab.inference``, ...) load on first use,
+as attributes (``resnetlab.inference.optimize(...)`` after ``import resnetlab``) or by import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 from .analysis.complexity import complexity
 from .errors import ConfigError, DataError, ResnetlabError, UnknownModelError, WeightsError
 from .registry import create_model, list_models, model_info
+from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -20,11 +31,21 @@ __all__ = [
     "WeightsError",
 ]
 
+#: public submodules that ``import resnetlab`` does not load; ``resnetlab.NAME`` imports them on first use
+SUBMODULES = (
+    "analysis", "bench", "cli", "config", "constants", "data", "demo", "device", "docs", "errors", "evaluate",
+    "export", "files", "importers", "inference", "models", "paper", "predict", "recipes", "registry", "report",
+    "reproduce", "runfolder", "train", "weights",
+)
 
-def __getattr__(name: str):
-    # weights.py pulls in safetensors; import it only when asked for.
-    if name in ("load_weights", "save_weights"):
-        from . import weights
 
-        return getattr(weights, name)
-    raise AttributeError(name)
+def __getattr__(name: str) -> ModuleType:
+    """``resnetlab.inference`` and the other public submodules, imported when first used."""
+    if name in SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'resnetlab' has no attribute {name!r}; public names: "
+                         f"{', '.join(__all__)}; submodules: {', '.join(SUBMODULES)}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(SUBMODULES))
