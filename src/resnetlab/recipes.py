@@ -15,7 +15,15 @@ from typing import Any, Literal
 from .errors import ConfigError
 from .constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN
 
-__all__ = ["TrainConfig", "RECIPES", "get_recipe", "list_recipes"]
+__all__ = ["TrainConfig", "RECIPES", "RESULT_NEUTRAL_KEYS", "get_recipe", "list_recipes", "result_changes"]
+
+#: The config keys that change how fast a run goes or what it logs, never what it computes (up to
+#: float rounding order): a resumed run may change them, a reproduce run ignores them when it
+#: decides whether a finished run can be reused, and a run that changes only these still used
+#: the recipe unchanged. ``eval_every`` is NOT here: it sets when the plateau schedule looks at
+#: the validation error. The one list: everything else in resnetlab imports it.
+RESULT_NEUTRAL_KEYS = frozenset({"device", "num_workers", "compile", "channels_last", "deterministic", "log_every",
+                                 "checkpoint_every"})
 
 
 
@@ -152,6 +160,13 @@ RECIPES: dict[str, TrainConfig] = {
         _BASE, data="digits", batch_size=64, iterations=400, milestones=(200, 300), pad=2, flip=False,
         log_every=20, eval_every=100, checkpoint_every=100),
 }
+
+
+def result_changes(config: dict[str, Any], reference: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (reference value, config value)}`` for every key outside :data:`RESULT_NEUTRAL_KEYS`
+    whose value differs between two resolved configs (``TrainConfig.to_dict()`` plus ``data``)."""
+    return {k: (reference.get(k), config.get(k)) for k in sorted(set(config) | set(reference))
+            if k not in RESULT_NEUTRAL_KEYS and config.get(k) != reference.get(k)}
 
 
 def list_recipes() -> list[str]:

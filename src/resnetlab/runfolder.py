@@ -19,15 +19,14 @@ import torch
 
 from .errors import ConfigError, WeightsError
 from .files import atomic_save, atomic_write_text
+from .recipes import result_changes
 
-__all__ = ["CHECKPOINT", "RESULT_NEUTRAL_KEYS", "prepare", "write_config", "MetricsLog", "save_checkpoint",
+__all__ = ["CHECKPOINT", "prepare", "write_config", "MetricsLog", "save_checkpoint",
            "load_checkpoint", "read_metrics", "environment"]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-#: config keys a resumed run may change: they change the speed or the logging, not the weights.
-RESULT_NEUTRAL_KEYS = ("device", "num_workers", "compile", "log_every", "checkpoint_every")
 
 
 def environment(device: torch.device, world_size: int) -> dict[str, Any]:
@@ -76,19 +75,20 @@ def prepare(out_dir: str | os.PathLike, config: dict[str, Any], resume: bool) ->
         saved = json.loads((out / CONFIG).read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"{out / CONFIG} is missing or unreadable: cannot check the config to resume") from None
-    changed = [k for k in sorted(set(saved) | set(config))
-               if k not in RESULT_NEUTRAL_KEYS and saved.get(k) != config.get(k)]
+    changed = result_changes(config, saved)
     if changed:
-        diff = "; ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        diff = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise ConfigError(f"cannot resume {out} with a different config ({diff}); use the original settings "
                           f"or a new --out")
     return checkpoint
 
 
-def write_config(out_dir: Path, config: dict[str, Any], env: dict[str, Any]) -> None:
+def write_config(out_dir: Path, config: dict[str, Any], env: dict[str, Any],
+                 provenance: dict[str, Any] | None = None) -> None:
     """``config.json``: the resolved config's fields at the top level (as recipes name them,
-    ``device`` resolved), plus ``config`` (as given, for resume checks) and ``environment``."""
-    body = dict(config, config=config, environment=env, device=env["device"])
+    ``device`` resolved), plus ``config`` (as given, for resume checks), ``environment`` and
+    ``provenance`` (what made the run, written once when it is created)."""
+    body = dict(config, config=config, environment=env, device=env["device"], provenance=provenance or {})
     atomic_write_text(out_dir / CONFIG, json.dumps(body, indent=2) + "\n")
 
 

@@ -402,9 +402,12 @@ def train(
     out_dir: str | os.PathLike,
     resume: bool = False,
     progress: bool = True,
+    provenance: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train ``config`` on ``data`` (a ``--data`` value; default ``config.data``) into the run
-    folder ``out_dir``; with ``resume``, continue the checkpoint there.
+    folder ``out_dir``; with ``resume``, continue the checkpoint there. ``provenance`` (JSON data,
+    e.g. which experiment made the run and whether it is the paper's recipe) is written into
+    ``config.json`` when the run is created.
 
     Writes ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (every ``checkpoint_every``
     steps, atomically), ``final.safetensors`` and ``curves.png``. SIGINT/SIGTERM save a
@@ -412,11 +415,11 @@ def train(
     :class:`TrainingError` naming the step and keeps the last good checkpoint.
     """
     with _process_group() as (rank, world, local_rank):
-        return _train(config, data, Path(out_dir), resume, progress, rank, world, local_rank)
+        return _train(config, data, Path(out_dir), resume, progress, provenance, rank, world, local_rank)
 
 
 def _train(config: TrainConfig, data: str | None, out: Path, resume: bool, progress: bool,
-           rank: int, world: int, local_rank: int) -> RunResult:
+           provenance: dict[str, Any] | None, rank: int, world: int, local_rank: int) -> RunResult:
     started = time.perf_counter()
     data = data or config.data
     if not data:
@@ -476,7 +479,7 @@ def _train(config: TrainConfig, data: str | None, out: Path, resume: bool, progr
         metrics.truncate(int(state["metrics_offset"]))
     elif main:
         out.mkdir(parents=True, exist_ok=True)
-        runfolder.write_config(out, resolved, runfolder.environment(device, world))
+        runfolder.write_config(out, resolved, runfolder.environment(device, world), provenance)
 
     def save(step: int) -> None:
         if not main:
