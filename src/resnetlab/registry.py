@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -94,12 +94,23 @@ def list_models(pattern: str = "*", include_generic: bool = False) -> list[str]:
     ]
 
 
-def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build the registered model ``name``.
 
     ``num_classes`` defaults to the model's data set (1000 for ImageNet, 10 for CIFAR-10).
+    ``features_only=True`` returns a :class:`~resnetlab.models.features.FeatureNet` whose forward
+    gives the stage outputs ``out_indices`` (default: every stage after the stem, e.g. conv2_x..conv5_x)
+    and whose ``feature_info`` lists their channels and reductions (timm's convention).
     Unknown keyword arguments and bad values raise :class:`ConfigError`.
     """
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices is only used with features_only=True")
     info = model_info(name)
     params = dict(info.defaults)
     params.update(kwargs)
@@ -129,4 +140,8 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn
     # so that load_weights can rebuild exactly this architecture.
     model.resnetlab_name = name
     model.resnetlab_kwargs = {k: v for k, v in params.items() if k not in info.defaults}
-    return model
+    return FeatureNet(model, out_indices) if features_only else model
+
+
+# Imported last: the model package registers its families through register_model above.
+from .models.features import FeatureNet  # noqa: E402

@@ -25,8 +25,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import ResnetlabError, WeightsError
+from .errors import ConfigError, ResnetlabError, WeightsError
 from .files import atomic_save
+from .models.features import FeatureNet
 from .registry import create_model, model_info
 
 __all__ = [
@@ -273,12 +274,18 @@ def load_weights(
     *,
     model: nn.Module | None = None,
     map_location: str | torch.device = "cpu",
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
 ) -> tuple[nn.Module, WeightsMeta]:
     """Load the weights file ``path``; returns ``(model, meta)`` with the model in eval mode.
 
     Without ``model`` the architecture is rebuilt from the metadata.  With ``model`` the
     file is loaded into it, and a different architecture is refused naming the tensors.
+    ``features_only=True`` loads the whole file strictly, then returns the backbone's
+    :class:`~resnetlab.models.features.FeatureNet` (stages ``out_indices``): the classifier is dropped.
     """
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices is only used with features_only=True")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -295,4 +302,6 @@ def load_weights(
         raise WeightsError(f"{path}: cannot read tensors: {exc}") from None
     check_state_dict(model, state, str(path))
     model.load_state_dict(state, strict=True)
+    if features_only:
+        model = FeatureNet(model, out_indices)
     return model.to(map_location).eval(), meta

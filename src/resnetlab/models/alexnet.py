@@ -100,6 +100,14 @@ class AlexNet(nn.Module):
         """The last fully-connected layer (fc8)."""
         return self.fc8
 
+    def feature_stages(self) -> list:
+        """Refused: AlexNet has no stages in the ResNet sense. conv1 strides 4 at once (no map at
+        reduction 2), and its unpadded overlapping pools give 55/27/13/6 maps at 224, which no
+        feature pyramid's power-of-two reductions describe."""
+        raise ConfigError("alexnet has no feature stages: conv1 strides 4 at once (no reduction-2 map) and its "
+                          "overlapping 3x3/2 pools give 55/27/13/6 maps, not the 4/8/16/32 stages features_only "
+                          "returns; use a ResNet, VGG or DenseNet backbone")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The five conv layers: the pool5 map, (N, 256, 6, 6) for a 224x224 input."""
         x = self.pool1(self.norm1(self.relu1(self.conv1(x))))

@@ -37,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError
 from ..registry import register_model
 from .layers import he_init_
+from .features import FeatureStage
 
 __all__ = [
     "DenseLayer",
@@ -239,6 +240,25 @@ class DenseNet(nn.Module):
     def get_classifier(self) -> nn.Linear:
         """The final fully-connected layer."""
         return self.classifier
+
+    def feature_stages(self) -> list[FeatureStage]:
+        """Stages for ``features_only`` (models/features.py): the stem conv (with its BN-ReLU on
+        ImageNet), then each dense block with the max pool or transition before it; the last
+        block ends with the final BN-ReLU."""
+        names = [n for n, _ in self.features.named_children()]
+        stem = names[: names.index("denseblock1")]
+        reduction = self.features.conv0.stride[0]
+        stages = [FeatureStage("conv0", tuple(f"features.{n}" for n in stem if n != "pool0"),
+                               self.features.conv0.out_channels, reduction)]
+        blocks = [n for n in names if n.startswith("denseblock")]
+        for i, block in enumerate(blocks):
+            before = ("pool0" if "pool0" in stem else None) if i == 0 else f"transition{i}"
+            if before is not None:
+                reduction *= 2  # the stem's 3x3 stride-2 max pool, or a transition's 2x2 average pool
+            after = ("norm5", "relu5") if i == len(blocks) - 1 else ()
+            paths = tuple(f"features.{n}" for n in (before, block, *after) if n is not None)
+            stages.append(FeatureStage(block, paths, self.features.get_submodule(block).out_planes, reduction))
+        return stages
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, dense blocks and transitions, final BN-ReLU: the last feature map."""

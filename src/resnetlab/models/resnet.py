@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import register_model
 from .layers import ShortcutOption, check_choice, conv1x1, conv3x3, he_init_, make_shortcut
+from .features import FeatureStage
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "IMAGENET_STAGES", "STAGE_NAMES", "resnet", "plain"]
 
@@ -37,6 +38,7 @@ class BasicBlock(nn.Module):
     """
 
     expansion = 1
+    __jit_unused_properties__ = ["last_bn"]  # TorchScript (detector export) skips the init-only property
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class Bottleneck(nn.Module):
     """
 
     expansion = 4
+    __jit_unused_properties__ = ["last_bn"]  # TorchScript (detector export) skips the init-only property
 
     def __init__(
         self,
@@ -203,6 +206,19 @@ class ResNet(nn.Module):
     def get_classifier(self) -> nn.Linear:
         """The final fully-connected layer (used by the fully-convolutional test, Table 4)."""
         return self.fc
+
+    def feature_stages(self) -> list[FeatureStage]:
+        """Stages for ``features_only`` (models/features.py): conv1 (after its ReLU), then each
+        stage of blocks, the first with the stem's max pool (``conv2_x``, Table 1)."""
+        reduction = self.conv1.stride[0]
+        stages = [FeatureStage("conv1", ("conv1", "bn1", "relu"), self.bn1.num_features, reduction)]
+        for i, name in enumerate(self.stage_names):
+            reduction *= (self.maxpool.stride if isinstance(self.maxpool, nn.MaxPool2d) else 1) if i == 0 else 2
+            modules = ("maxpool", name) if i == 0 else (name,)
+            stage = getattr(self, name)
+            stages.append(FeatureStage(self.paper_stage_names.get(name, name), modules,
+                                       stage[-1].last_bn.num_features, reduction))
+        return stages
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and all stages: the last feature map (N, num_features, H/32, W/32 on ImageNet)."""

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import register_model
+from .features import FeatureStage
 
 __all__ = ["VGG", "VGG_STAGES", "VGG_WIDTHS", "vgg"]
 
@@ -94,6 +95,20 @@ class VGG(nn.Module):
     def get_classifier(self) -> nn.Linear:
         """The last fully-connected layer (fc8)."""
         return self.classifier[-1]
+
+    def feature_stages(self) -> list[FeatureStage]:
+        """Stages for ``features_only`` (models/features.py): each conv stage with the 2x2 max
+        pool that ends it (``pool1``..``pool5``, reductions 2/4/8/16/32)."""
+        stages, start, channels, reduction = [], 0, 0, 1
+        for i, layer in enumerate(self.features):
+            if isinstance(layer, nn.Conv2d):
+                channels = layer.out_channels
+            elif isinstance(layer, nn.MaxPool2d):
+                reduction *= layer.stride
+                paths = tuple(f"features.{j}" for j in range(start, i + 1))
+                stages.append(FeatureStage(f"pool{len(stages) + 1}", paths, channels, reduction))
+                start = i + 1
+        return stages
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The conv stages: the last pooled map, (N, 512, 7, 7) for a 224x224 input."""
