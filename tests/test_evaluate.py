@@ -1,4 +1,4 @@
-"""Evaluation protocols (full, center, 10crop, multiscale), the report files and `resnetlab eval`."""
+"""Evaluation protocols (full, center, 10crop, multiscale), ensembles, the report files and `resnetlab eval`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from resnetlab import create_model
 from resnetlab.cli import main
 from resnetlab.data.transforms import normalize
 from resnetlab.errors import ConfigError, DataError
-from resnetlab.evaluate import center_view, evaluate, fully_convolutional_scores
-from resnetlab.weights import save_weights
+from resnetlab.evaluate import Member, center_view, crop_views, evaluate, fully_convolutional_scores, probabilities
+from resnetlab.weights import WeightsMeta, save_weights
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -70,17 +70,122 @@ def test_full_in_memory_matches_plain_forward(model):
     assert result["protocol"] == "full"
 
 
+def _ten_crops_by_hand(image: torch.Tensor, side: int, crop: int) -> torch.Tensor:
+    """10-crop written out (section 3.4, after AlexNet): shorter side resized to ``side``, the four
+    corner and the centre ``crop`` x ``crop`` patches by slicing, and the flips of those five."""
+    resized = TF.resize(image, [side], antialias=True)
+    h, w = resized.shape[-2:]
+    boxes = [(0, 0), (0, w - crop), (h - crop, 0), (h - crop, w - crop), ((h - crop) // 2, (w - crop) // 2)]
+    patches = [resized[:, top:top + crop, left:left + crop] for top, left in boxes]
+    return torch.stack(patches + [p.flip(-1) for p in patches])
+
+
 def test_center_and_10crop_views(model):
-    data = Images([(40, 52), (48, 36), (37, 37), (60, 45)])
-    crop = 24
+    data = Images([(40, 50), (48, 36), (37, 37), (60, 45)])
+    crop = 24  # CIFAR-size: the shorter side becomes the crop side itself
     for protocol in ("center", "10crop"):
         result = evaluate(model, data, protocol=protocol, mean=MEAN, std=STD, input_size=(3, crop, crop),
                           batch_size=2, num_workers=0, progress=False)
         if protocol == "center":
             views = [center_view(x, crop)[None] for x in data.items]
-        else:  # 4 corners + centre of the resized image, and their flips (section 3.4)
-            views = [torch.stack(TF.ten_crop(TF.resize(x, [crop], antialias=True), [crop])) for x in data.items]
+        else:
+            views = [_ten_crops_by_hand(x, crop, crop) for x in data.items]
         _check(result, _reference(model, views), data.targets)
+
+
+class _Tiny(nn.Module):
+    """A small classifier for 224-pixel views (a CIFAR ResNet at 224 costs seconds per view)."""
+
+    def __init__(self, seed: int, num_classes: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, 8, 8, stride=8)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().amax(dim=(2, 3)))
+
+
+def test_10crop_224_from_256_against_slicing():
+    """At ImageNet size: a 300x400 image becomes 256x341, cut into its 4 corners, centre and flips."""
+    g = torch.Generator().manual_seed(1)
+    image = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8, generator=g)
+    assert TF.resize(image, [256], antialias=True).shape == (3, 256, 341)
+    views, by_hand = crop_views(image, "10crop", 224), _ten_crops_by_hand(image, 256, 224)
+    assert views.shape == (10, 3, 224, 224)
+    assert all(any(torch.equal(v, h) for v in views) for h in by_hand)  # the same ten, in any order
+    assert torch.equal(by_hand[4], center_view(image, 224))  # its centre crop is the single-crop view
+
+    tiny = _Tiny(0).eval()
+    data = Images([(300, 400), (400, 300), (256, 256), (333, 290)])
+    result = evaluate(tiny, data, protocol="10crop", mean=MEAN, std=STD, input_size=(3, 224, 224),
+                      batch_size=2, num_workers=0, progress=False)
+    (probs, _), (probs2, _) = probabilities([Member(tiny, MEAN, STD, (3, 224, 224))], data, protocol="10crop",
+                                            batch_size=2, num_workers=0)
+    reference = _reference(tiny, [_ten_crops_by_hand(x, 256, 224) for x in data.items])
+    torch.testing.assert_close(torch.cat([probs, probs2]), reference)
+    _check(result, reference, data.targets)
+
+
+def _meta(mean, std, size: int, classes=("a", "b", "c")) -> WeightsMeta:
+    return WeightsMeta("test", {}, list(mean), list(std), (3, size, size), list(classes), "test")
+
+
+def test_ensemble_of_one_is_the_model_alone(model, monkeypatch):
+    monkeypatch.setattr(ev, "MULTISCALE_SIDES", (24, 32))
+    data = Images([(40, 50), (48, 36), (37, 37)])
+    for protocol in ("center", "10crop", "multiscale"):
+        kwargs = dict(protocol=protocol, batch_size=2, num_workers=0, progress=False)
+        alone = evaluate(model, data, mean=MEAN, std=STD, input_size=(3, 24, 24), **kwargs)
+        one = evaluate(models=[(model, _meta(MEAN, STD, 24))], dataset=data, **kwargs)
+        alone.pop("seconds"), one.pop("seconds")
+        assert one == alone
+    alone = torch.cat([p for p, _ in probabilities([Member(model, MEAN, STD, (3, 24, 24))], data, num_workers=0)])
+    by_hand = _reference(model, [center_view(x, 24)[None] for x in data.items])
+    torch.testing.assert_close(alone, by_hand)
+
+
+def test_ensemble_of_two_averages_each_models_own_views(model):
+    """Two models with their own normalization and input size: each model's probabilities are
+    averaged over its own views, then the two are averaged."""
+    torch.manual_seed(5)
+    other = create_model("cifar_resnet20", num_classes=3).eval()
+    for mod in other.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+    mean2, std2 = (0.4, 0.45, 0.5), (0.3, 0.2, 0.25)
+    members = [(model, _meta(MEAN, STD, 24)), (other, _meta(mean2, std2, 32))]
+    data = Images([(40, 50), (48, 36), (37, 37), (60, 45), (33, 64)], seed=3)
+    for protocol in ("center", "10crop"):
+        def views(x, crop):
+            return center_view(x, crop)[None] if protocol == "center" else _ten_crops_by_hand(x, crop, crop)
+
+        with torch.no_grad():
+            p1 = torch.stack([model(normalize(views(x, 24), MEAN, STD)).softmax(1).mean(0) for x in data.items])
+            p2 = torch.stack([other(normalize(views(x, 32), mean2, std2)).softmax(1).mean(0) for x in data.items])
+        by_hand = (p1 + p2) / 2
+        got = torch.cat([p for p, _ in probabilities([Member(m, meta.mean, meta.std, meta.input_size)
+                                                      for m, meta in members], data, protocol=protocol,
+                                                     batch_size=2, num_workers=0)])
+        torch.testing.assert_close(got, by_hand)
+        assert not torch.allclose(got, p1, atol=1e-3) and not torch.allclose(got, p2, atol=1e-3)
+        result = evaluate(models=members, dataset=data, protocol=protocol, batch_size=2, num_workers=0,
+                          progress=False)
+        _check(result, by_hand, data.targets)
+
+
+def test_ensemble_refuses_other_classes_and_own_normalization(model):
+    data = Images([(32, 32)])
+    with pytest.raises(ConfigError, match=r"predict different classes \(class 1 is 'b' vs 'x'\)"):
+        evaluate(models=[(model, _meta(MEAN, STD, 24)), (model, _meta(MEAN, STD, 24, "axc"))], dataset=data)
+    with pytest.raises(ConfigError, match=r"3 vs 4 classes"):
+        evaluate(models=[(model, _meta(MEAN, STD, 24)), (model, _meta(MEAN, STD, 24, "abcd"))], dataset=data)
+    with pytest.raises(ConfigError, match="from each model's metadata"):
+        evaluate(models=[(model, _meta(MEAN, STD, 24))], dataset=data, mean=MEAN)
+    with pytest.raises(ConfigError, match="either a model"):
+        evaluate(model, data, models=[(model, _meta(MEAN, STD, 24))])
+    with pytest.raises(ConfigError, match="needs the model's input normalization"):
+        evaluate(model, data)
 
 
 def test_center_view_resizes_shorter_side_256_crops_224():
@@ -192,3 +297,32 @@ def test_cli_eval_model_name_says_random(capsys):
     assert json.loads(out.out.strip().splitlines()[-1])["n"] > 100
     assert main(["eval", "no_such_net", "--data", "digits"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_cli_eval_ensemble(tmp_path, capsys):
+    """``resnetlab eval W1 W2``: one JSON line with every contract key, ``models`` and ``ensemble``."""
+    classes = [str(i) for i in range(10)]
+    files = []
+    for seed, mean, std, size in ((0, [0.5] * 3, [0.25] * 3, 16), (1, [0.4] * 3, [0.3] * 3, 12)):
+        torch.manual_seed(seed)
+        files.append(str(tmp_path / f"w{seed}.safetensors"))
+        save_weights(create_model("cifar_resnet20"), files[-1], mean=mean, std=std, classes=classes,
+                     input_size=(3, size, size))
+
+    def run(*targets):
+        assert main(["eval", *targets, "--data", "digits", "--split", "test", "--json"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    alone, pair, twice = run(files[0]), run(*files), run(files[0], files[0])
+    for key in ("model", "dataset", "split", "protocol", "n", "correct", "top1_acc", "top5_acc", "top1_err", "top5_err"):
+        assert key in pair
+    assert alone["models"] == [files[0]] and alone["ensemble"] is False and alone["weights"] == files[0]
+    assert pair["models"] == files and pair["ensemble"] is True and pair["model"] == "cifar_resnet20+cifar_resnet20"
+    assert pair["n"] == alone["n"] == 360 and pair["protocol"] == "full"
+    # (p + p) / 2 is p exactly: an ensemble of a model with itself is the model alone
+    assert twice["correct"] == alone["correct"] and twice["top5_acc"] == alone["top5_acc"]
+    save_weights(create_model("cifar_resnet20"), tmp_path / "other.safetensors", mean=[0.5] * 3, std=[0.25] * 3,
+                 classes=classes[::-1])
+    assert main(["eval", files[0], str(tmp_path / "other.safetensors"), "--data", "digits"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "predict different classes (class 0 is '0' vs '9')" in err[0]

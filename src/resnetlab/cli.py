@@ -147,8 +147,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 def add_eval(sub: Any) -> None:
     from .evaluate import PROTOCOLS
 
-    p = sub.add_parser("eval", help="evaluate a weights file (or a model name, random weights) on a data set")
-    p.add_argument("target", metavar="MODEL_OR_WEIGHTS")
+    p = sub.add_parser("eval", help="evaluate a weights file (or a model name, random weights) on a data set; "
+                       "several: their ensemble (softmax averaged over views, then models)")
+    p.add_argument("target", nargs="+", metavar="MODEL_OR_WEIGHTS")
     p.add_argument("--data", required=True, help="digits, cifar10=PATH, cifar100=PATH, imagenet=PATH, folder=PATH")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=None,

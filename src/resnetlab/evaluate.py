@@ -13,6 +13,11 @@
 Scores are softmax probabilities; views of one image are averaged.  Crop sizes follow the
 weights' input size (224 on ImageNet): the resize side is ``crop * 256 / 224`` (the crop side
 itself for CIFAR-size models).
+
+Ensembles (the paper's 3.57 % top-5 on ImageNet came from six models, section 3.4): each model
+gets the views of its own input size and normalization, its probabilities are averaged over
+its views, then the models' probabilities are averaged.  A single model is an ensemble of one:
+the same code path, the same numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -37,8 +43,9 @@ from .registry import create_model, model_info
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .weights import WeightsMeta, load_weights
 
-__all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "evaluate", "center_view", "resize_side", "dense_head", "fully_convolutional_scores", "write_report",
-           "default_protocol", "load_model_or_weights", "run_eval"]
+__all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "Member", "evaluate", "probabilities", "check_same_classes", "center_view", "crop_views",
+           "resize_side", "dense_head", "fully_convolutional_scores", "write_report", "default_protocol",
+           "load_model_or_weights", "run_eval"]
 
 PROTOCOLS = ("full", "center", "10crop", "multiscale")
 #: shorter sides of the multi-scale fully-convolutional test (section 3.4, Table 4)
@@ -49,23 +56,44 @@ RESIZE_RATIO = 256 / 224
 _PIXELS_PER_IMAGE = 224 * 224
 
 
-class _Views(Dataset):
-    """Decodes one image and cuts the crops of ``center``/``10crop`` in the loader's workers."""
+@dataclass
+class Member:
+    """One model of an evaluation (an ensemble of one or more) and how its inputs are made.
 
-    def __init__(self, dataset: Dataset, protocol: str, crop: int) -> None:
-        self.dataset, self.protocol, self.crop = dataset, protocol, crop
+    ``mean``/``std`` on the [0, 1] scale, per channel or per pixel (C x H x W); ``input_size``
+    (C, H, W) sets the crop side of ``center`` and ``10crop`` (224 when None).
+    """
+
+    model: nn.Module
+    mean: Any
+    std: Any
+    input_size: Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        self.mean = torch.as_tensor(self.mean, dtype=torch.float32)  # once: a per-pixel mean is 150k numbers
+        self.std = torch.as_tensor(self.std, dtype=torch.float32)
+
+    @property
+    def crop(self) -> int:
+        """Side of the square test crop."""
+        return int(self.input_size[-1]) if self.input_size is not None else 224
+
+
+class _Views(Dataset):
+    """Decodes one image and, for ``center``/``10crop``, cuts its views for each crop side in
+    ``crops`` in the loader's workers; ``full``/``multiscale`` pass the image on."""
+
+    def __init__(self, dataset: Dataset, protocol: str, crops: Sequence[int]) -> None:
+        self.dataset, self.protocol, self.crops = dataset, protocol, tuple(crops)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], int]:
         image, target = self.dataset[i]
         if self.protocol in ("full", "multiscale"):
-            return image, int(target)
-        if self.protocol == "center":
-            return center_view(image, self.crop)[None], int(target)
-        image = TF.resize(image, [resize_side(self.crop)], antialias=True)
-        return torch.stack(TF.ten_crop(image, [self.crop])), int(target)
+            return (image,), int(target)
+        return tuple(crop_views(image, self.protocol, crop) for crop in self.crops), int(target)
 
 
 def resize_side(crop: int) -> int:
@@ -82,20 +110,40 @@ def center_view(image: torch.Tensor, crop: int) -> torch.Tensor:
     return TF.center_crop(image, [crop])
 
 
-def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    return [x for x, _ in items], torch.tensor([t for _, t in items], dtype=torch.int64)
+def crop_views(image: torch.Tensor, protocol: str, crop: int) -> torch.Tensor:
+    """The test views ``V x C x crop x crop`` of one uint8 image under ``center`` (V = 1, see
+    :func:`center_view`) or ``10crop`` (V = 10).
+
+    10-crop is "the standard 10-crop testing" (section 3.4, after AlexNet): shorter side to
+    :func:`resize_side`, the four corner crops and the centre crop (the ``center`` view), and
+    the horizontal flips of those five crops.
+    """
+    if protocol == "center":
+        return center_view(image, crop)[None]
+    if protocol != "10crop":
+        raise ConfigError(f"protocol {protocol!r} has no crops (center or 10crop)")
+    image = TF.resize(image, [resize_side(crop)], antialias=True)
+    h, w = image.shape[-2:]
+    corners = [image[..., top:top + crop, left:left + crop] for top in (0, h - crop) for left in (0, w - crop)]
+    five = torch.stack([*corners, TF.center_crop(image, [crop])])
+    return torch.cat([five, five.flip(-1)])
 
 
-def _batches(dataset: Dataset, protocol: str, crop: int, batch_size: int,
-             num_workers: int) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
-    """Lists of uint8 images (or of V x C x H x W views) with their targets."""
+def _collate(items: list[tuple[tuple[torch.Tensor, ...], int]]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    return [list(views) for views in zip(*(x for x, _ in items))], torch.tensor([t for _, t in items], dtype=torch.int64)
+
+
+def _batches(dataset: Dataset, protocol: str, crops: Sequence[int], batch_size: int,
+             num_workers: int) -> Iterator[tuple[list[list[torch.Tensor]], torch.Tensor]]:
+    """Batches of ``(inputs, targets)``: ``inputs[j]`` lists the batch's uint8 images (``full``,
+    ``multiscale``; j = 0) or their V x C x H x W views at crop side ``crops[j]``."""
     images = getattr(dataset, "images", None)
     if protocol == "full" and isinstance(images, torch.Tensor):
         targets = dataset.targets  # type: ignore[attr-defined]
         for start in range(0, len(images), batch_size):
-            yield list(images[start:start + batch_size]), torch.as_tensor(targets[start:start + batch_size])
+            yield [list(images[start:start + batch_size])], torch.as_tensor(targets[start:start + batch_size])
         return
-    loader = DataLoader(_Views(dataset, protocol, crop), batch_size=batch_size, num_workers=num_workers,
+    loader = DataLoader(_Views(dataset, protocol, crops), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, persistent_workers=False)
     yield from loader
 
@@ -151,11 +199,10 @@ def _chunks(n: int, pixels: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, start + step)
 
 
-@torch.inference_mode()
-def _probabilities(model: nn.Module, images: list[torch.Tensor], protocol: str, mean: Any, std: Any,
-                   batch_size: int, device: torch.device,
+def _probabilities(member: Member, images: list[torch.Tensor], protocol: str, batch_size: int, device: torch.device,
                    head: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
-    """Softmax scores (N x K) of one batch of images, views averaged."""
+    """Softmax scores (N x K) of one member on one batch of images (or of their views), views averaged."""
+    model, mean, std = member.model, member.mean, member.std
 
     def run(x: torch.Tensor, fcn: bool) -> torch.Tensor:
         out = []
@@ -190,13 +237,89 @@ def _probabilities(model: nn.Module, images: list[torch.Tensor], protocol: str, 
     return total / (2 * len(MULTISCALE_SIDES))
 
 
-def evaluate(
-    model: nn.Module,
+def _class_difference(a: Sequence[str], b: Sequence[str]) -> str | None:
+    """How two class lists differ, in words (None when they are the same)."""
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} classes"
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"class {i} is {x!r} vs {y!r}"
+    return None
+
+
+def check_same_classes(metas: Sequence[WeightsMeta], names: Sequence[str] | None = None) -> None:
+    """Refuse an ensemble whose models do not share one class list (their probabilities are
+    averaged class by class); ``names`` label the models in the message."""
+    names = list(names) if names is not None else [meta.model for meta in metas]
+    for name, meta in zip(names[1:], metas[1:]):
+        difference = _class_difference(metas[0].classes, meta.classes)
+        if difference is not None:
+            raise ConfigError(f"{name} and {names[0]} predict different classes ({difference}); an ensemble "
+                              "averages probabilities class by class, so its models must share the class list")
+
+
+@torch.inference_mode()
+def probabilities(
+    members: Sequence[Member],
     dataset: Dataset,
     *,
     protocol: str = "center",
-    mean: Sequence,
-    std: Sequence,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    num_workers: int | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(probabilities, targets)`` of each batch of ``dataset`` (N x K on the CPU, and N).
+
+    Each member's softmax probabilities are averaged over the protocol's views of its own
+    input size and normalization (crops, or scales and flips), then averaged across members: an
+    ensemble, and with one member the model alone.  ``dataset`` yields ``(uint8 C x H x W,
+    target)``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    if not members:
+        raise ConfigError("no models to evaluate")
+    device = torch.device(device)
+    for member in members:
+        member.model.to(device).eval()
+    crops = sorted({member.crop for member in members}) if protocol in ("center", "10crop") else [0]
+    slot = [crops.index(member.crop) if protocol in ("center", "10crop") else 0 for member in members]
+    if num_workers is None:
+        in_memory = isinstance(getattr(dataset, "images", None), torch.Tensor)
+        num_workers = 0 if in_memory else min(4, os.cpu_count() or 1)
+    heads: list[Callable[[torch.Tensor], torch.Tensor] | None] = [None] * len(members)
+    for inputs, targets in _batches(dataset, protocol, crops, batch_size, num_workers):
+        total: torch.Tensor | None = None
+        for i, member in enumerate(members):
+            images = inputs[slot[i]]
+            if protocol == "multiscale" and heads[i] is None:
+                size = images[0].shape[-2:]
+                probe = normalize(images[0][None].to(device), _mean_std_for(member.mean, size),
+                                  _mean_std_for(member.std, size))
+                heads[i] = dense_head(member.model, member.model.forward_features(probe))
+            try:
+                probs = _probabilities(member, images, protocol, batch_size, device, heads[i]).cpu()
+            except RuntimeError as exc:
+                if "stack expects each tensor to be equal size" in str(exc):
+                    raise DataError("protocol 'full' needs images of one size; use --protocol center") from None
+                raise
+            if total is not None and probs.shape != total.shape:
+                raise ConfigError(f"the models of an ensemble predict different numbers of classes "
+                                  f"({total.shape[1]} vs {probs.shape[1]})")
+            total = probs if total is None else total + probs
+        yield total / len(members), targets
+
+
+def evaluate(
+    model: nn.Module | None = None,
+    dataset: Dataset | None = None,
+    *,
+    models: Sequence[tuple[nn.Module, WeightsMeta]] | None = None,
+    protocol: str = "center",
+    mean: Sequence | None = None,
+    std: Sequence | None = None,
     input_size: Sequence[int] | None = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
@@ -205,51 +328,50 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Top-1/top-5 accuracy and error of ``model`` on ``dataset`` under ``protocol``.
+    """Top-1/top-5 accuracy and error of ``model``, or of the ensemble ``models``, on ``dataset``
+    under ``protocol``.
 
-    ``dataset`` yields ``(uint8 C x H x W, target)``; ``mean``/``std`` on the [0, 1] scale
-    (per channel or per pixel).  ``input_size`` (C, H, W) sets the crop side of ``center`` and
-    ``10crop`` (default 224).  With ``out_dir``, per-class accuracy (``per_class.json``) and a
-    confusion-matrix plot (``confusion.png``) are written there (see :func:`write_report`).
-    Returns DESIGN's eval keys: ``protocol n correct top1_acc top5_acc top1_err top5_err``
-    (fractions) plus ``seconds``.
+    ``evaluate(model, dataset, mean=..., std=..., input_size=...)``: one model; ``mean``/``std``
+    on the [0, 1] scale (per channel or per pixel), ``input_size`` (C, H, W) sets the crop side
+    of ``center`` and ``10crop`` (default 224).  ``evaluate(models=[(model, meta), ...],
+    dataset=...)``: an ensemble of ``(model, WeightsMeta)`` pairs as :func:`load_weights`
+    returns them, each model fed with its own metadata's mean, std and input size (so these
+    three arguments are refused); their class lists must agree.  Probabilities are averaged as
+    :func:`probabilities` does.  ``dataset`` yields ``(uint8 C x H x W, target)``.  With
+    ``out_dir``, per-class accuracy (``per_class.json``) and a confusion-matrix plot
+    (``confusion.png``) are written there (see :func:`write_report`).  Returns DESIGN's eval
+    keys: ``protocol n correct top1_acc top5_acc top1_err top5_err`` (fractions) plus ``seconds``.
     """
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    if (model is None) == (models is None):
+        raise ConfigError("evaluate: give either a model (with mean and std) or models=[(model, meta), ...]")
+    if models is not None:
+        if mean is not None or std is not None or input_size is not None:
+            raise ConfigError("evaluate(models=...) takes mean, std and input size from each model's metadata; "
+                              "do not pass mean, std or input_size")
+        if not models:
+            raise ConfigError("evaluate(models=...) needs at least one (model, meta) pair")
+        check_same_classes([meta for _, meta in models])
+        members = [Member(m, meta.mean, meta.std, meta.input_size) for m, meta in models]
+        classes = classes if classes is not None else models[0][1].classes
+    else:
+        if mean is None or std is None:
+            raise ConfigError("evaluate(model, ...) needs the model's input normalization: mean and std")
+        members = [Member(model, mean, std, input_size)]
+    if dataset is None:
+        raise ConfigError("evaluate: no data set given")
     n_total = len(dataset)  # type: ignore[arg-type]
     if n_total == 0:
         raise DataError("the data set is empty")
     from tqdm import tqdm
 
-    device = torch.device(device)
-    model = model.to(device).eval()
-    crop = int(input_size[-1]) if input_size is not None else 224
-    mean = torch.as_tensor(mean, dtype=torch.float32)  # once: a per-pixel mean is 150k numbers
-    std = torch.as_tensor(std, dtype=torch.float32)
-    if num_workers is None:
-        in_memory = isinstance(getattr(dataset, "images", None), torch.Tensor)
-        num_workers = 0 if in_memory else min(4, os.cpu_count() or 1)
-    head = None
     correct1 = correct5 = seen = 0
     confusion: torch.Tensor | None = None
     start = time.perf_counter()
     bar = tqdm(total=n_total, unit="img", desc=f"eval {protocol}", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
     try:
-        for images, targets in _batches(dataset, protocol, crop, batch_size, num_workers):
-            if protocol == "multiscale" and head is None:
-                with torch.inference_mode():
-                    probe = normalize(images[0][None].to(device), _mean_std_for(mean, images[0].shape[-2:]),
-                                      _mean_std_for(std, images[0].shape[-2:]))
-                    head = dense_head(model, model.forward_features(probe))
-            try:
-                probs = _probabilities(model, images, protocol, mean, std, batch_size, device, head).cpu()
-            except RuntimeError as exc:
-                if "stack expects each tensor to be equal size" in str(exc):
-                    raise DataError("protocol 'full' needs images of one size; use --protocol center") from None
-                raise
+        for probs, targets in probabilities(members, dataset, protocol=protocol, batch_size=batch_size,
+                                            device=device, num_workers=num_workers):
             num_classes = probs.shape[1]
             if confusion is None:
                 confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -337,7 +459,7 @@ def load_model_or_weights(target: str, device: str = "cpu") -> tuple[nn.Module, 
 
 
 def run_eval(
-    target: str,
+    targets: str | os.PathLike | Sequence[str | os.PathLike],
     data: str,
     *,
     split: str = "test",
@@ -347,29 +469,44 @@ def run_eval(
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """``resnetlab eval``: evaluate a weights file (or a bare model name, random weights) on the
-    ``split`` of the DESIGN data spec ``data``; returns DESIGN's eval JSON object.  ``device``
+    """``resnetlab eval``: evaluate a weights file (or a bare model name, random weights), or an
+    ensemble of several, on the ``split`` of the DESIGN data spec ``data``; returns DESIGN's eval
+    JSON object plus ``models`` (the targets) and ``ensemble`` (more than one).  ``device``
     ``auto`` picks CUDA when available.
 
-    Normalization, input size and class names come from the weights file.  A model whose
-    classes differ from the data set's is refused (count) or warned about (names) on stderr.
+    Normalization, input size and class names come from each weights file; an ensemble's
+    models must share the class list.  A model whose classes differ from the data set's is
+    refused (count) or warned about (names) on stderr.  The protocol defaults to the models'
+    common default (:func:`default_protocol`).
     """
     from .data import open_dataset
 
+    names = [str(targets)] if isinstance(targets, (str, os.PathLike)) else [str(t) for t in targets]
+    if not names:
+        raise ConfigError("no model or weights file to evaluate")
     device = str(resolve_device(device))
-    model, meta, pretrained = load_model_or_weights(target, device)
-    if not pretrained:
-        print(f"resnetlab: note: {target!r} is a model name, not a weights file: evaluating random weights",
-              file=sys.stderr)
+    loaded = [load_model_or_weights(name, device) for name in names]
+    metas = [meta for _, meta, _ in loaded]
+    check_same_classes(metas, names)
+    for name, (_, _, pretrained) in zip(names, loaded):
+        if not pretrained:
+            print(f"resnetlab: note: {name!r} is a model name, not a weights file: evaluating random weights",
+                  file=sys.stderr)
+    if protocol is None:
+        defaults = sorted({default_protocol(meta.input_size) for meta in metas})
+        if len(defaults) > 1:
+            raise ConfigError(f"the models' default protocols differ ({' and '.join(defaults)}); choose one "
+                              "with --protocol")
+        protocol = defaults[0]
+    meta = metas[0]
     dataset = open_dataset(data, split)
     if len(dataset.classes) > len(meta.classes):
-        raise DataError(f"{data} has {len(dataset.classes)} classes but {target} predicts {len(meta.classes)}")
-    if pretrained and list(dataset.classes) != list(meta.classes[: len(dataset.classes)]):
+        raise DataError(f"{data} has {len(dataset.classes)} classes but {names[0]} predicts {len(meta.classes)}")
+    if any(pretrained for _, _, pretrained in loaded) and list(dataset.classes) != list(meta.classes[: len(dataset.classes)]):
         print(f"resnetlab: warning: class names of {data} differ from the weights' "
               f"({dataset.classes[:3]}... vs {meta.classes[:3]}...); comparing by index", file=sys.stderr)
-    protocol = protocol or default_protocol(meta.input_size)
-    result = evaluate(model, dataset, protocol=protocol, mean=meta.mean, std=meta.std, input_size=meta.input_size,
-                      batch_size=batch_size, device=device, progress=progress, out_dir=out_dir,
-                      classes=meta.classes)
-    return {"model": meta.model, "weights": target if pretrained else None, "dataset": dataset.name,
-            "split": split, **result}
+    result = evaluate(models=[(model, m) for model, m, _ in loaded], dataset=dataset, protocol=protocol,
+                      batch_size=batch_size, device=device, progress=progress, out_dir=out_dir)
+    single = len(names) == 1
+    return {"model": "+".join(m.model for m in metas), "weights": names[0] if single and loaded[0][2] else None,
+            "models": names, "ensemble": not single, "dataset": dataset.name, "split": split, **result}
