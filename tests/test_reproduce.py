@@ -68,25 +68,6 @@ def test_table1_beside_the_paper(tmp_path) -> None:
     assert record["command"] == f"resnetlab reproduce table1 'models=resnet[13][48]' --out {tmp_path}"
 
 
-def test_run_summary_counts_a_paper_run_on_real_data_as_full(tmp_path) -> None:
-    import dataclasses
-
-    import torch
-
-    from resnetlab import runfolder
-    from resnetlab.recipes import get_recipe
-
-    paper = dataclasses.replace(get_recipe("paper_cifar"), model="cifar_resnet20", seed=3, device="cuda")
-    for name, config in (("paper", paper), ("lr", dataclasses.replace(paper, lr=0.05))):
-        (tmp_path / name).mkdir()
-        resolved = dict(config.to_dict(), data="cifar10=/data/cifar10")  # as train() writes it
-        runfolder.write_config(tmp_path / name, resolved, runfolder.environment(torch.device("cpu"), 1))
-    summary = run_summary(tmp_path / "paper")
-    assert summary["full"] is True and summary["model"] == "cifar_resnet20" and summary["seed"] == 3
-    assert summary["device"] == f"cpu, {torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
-    assert run_summary(tmp_path / "lr")["full"] is False
-
-
 def test_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert main(["reproduce", "table9", "--out", str(tmp_path)]) == 2
     assert "unknown experiment 'table9'" in capsys.readouterr().err
@@ -125,12 +106,19 @@ def test_shortened_cifar_experiments_end_to_end(tmp_path) -> None:
         run_experiment(name, short, data="digits", out=tmp_path)
     run_experiment("gradients", short + ["grad_at=[0,4]"], data="digits", out=tmp_path)
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert runs == ["cifar_plain20-seed0-it4-batch_size32", "cifar_resnet20-seed0-it4-batch_size32"]
+    # eval_every is in the run's identity (it drives the plateau schedule; not a result-neutral key)
+    assert runs == ["cifar_plain20-seed0-digits-it4-batch_size32-eval_every4",
+                    "cifar_resnet20-seed0-digits-it4-batch_size32-eval_every4"]
     for name in ("fig6", "cifar_table6", "fig7", "gradients"):
         record = json.loads((tmp_path / name / "experiment.json").read_text())
         assert record["note"].startswith("shortened: ") and "iterations=4" in record["note"]
-        assert record["note"].endswith("changed from the paper's recipe: batch_size=32")
-        assert (tmp_path / name / "table.md").read_text().startswith("**shortened: ")
+        assert record["note"].endswith("changed from the paper's recipe: batch_size=32, eval_every=4")
+        assert record["dataset"] == "digits"
+        table = (tmp_path / name / "table.md").read_text()
+        assert table.startswith("**shortened: ") and "Data: **digits**, not CIFAR-10" in table
+    made_by = json.loads((tmp_path / "runs" / runs[1] / "config.json").read_text())["provenance"]
+    assert made_by["experiment"] == "fig6" and made_by["dataset"] == "digits"  # fig6 created it
+    assert made_by["paper_recipe"] is False and {"iterations", "batch_size", "eval_every"} <= set(made_by["changes"])
     for png in ("fig6/fig6.png", "fig7/fig7.png", "gradients/gradients.png"):
         assert (tmp_path / png).stat().st_size > 1000
     fig7 = json.loads((tmp_path / "fig7" / "experiment.json").read_text())["results"]
@@ -143,6 +131,148 @@ def test_shortened_cifar_experiments_end_to_end(tmp_path) -> None:
     report = main(["report", "--out", str(tmp_path), "--results", str(tmp_path / "results")])
     assert report == 0
     text = (tmp_path / "results" / "REPORT.md").read_text()
-    assert text.count("**shortened: ") >= 4 and "cifar_resnet20-seed0-it4-batch_size32" in text
+    assert text.count("**shortened: ") >= 4 and runs[1] in text
+    assert "## Fig. 6 (fig6) on digits: " in text and "| digits |" in text
     assert (tmp_path / "results" / "fig6" / "fig6.png").is_file()
+    # the report's sources are copied beside it: experiment files and each run's small files only
+    assert (tmp_path / "results" / "fig7" / "experiment.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "results" / "runs" / runs[1]).iterdir()) == [
+        "config.json", "metrics.jsonl"]
     assert not (tmp_path / "results" / "cifar10").exists()  # shortened weights are never kept
+
+
+# ----------------------------------------------------------------------------- run identity and provenance
+
+
+def _fake_run(run_dir, config, data, *, provenance=None, finished=True, checkpoint=False) -> None:
+    """A run folder as train() leaves it (config.json, metrics.jsonl; final weights or a checkpoint)."""
+    import torch
+
+    from resnetlab import runfolder
+    from resnetlab.reproduce.runs import resolved_config
+
+    run_dir.mkdir(parents=True)
+    runfolder.write_config(run_dir, resolved_config(config, data), runfolder.environment(torch.device("cpu"), 1),
+                           provenance)
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": config.iterations, "val_err": 0.25, "time": 60.0}) + "\n")
+    if finished:
+        (run_dir / "final.safetensors").write_bytes(b"weights")
+    if checkpoint:
+        (run_dir / "checkpoint.pt").write_bytes(b"checkpoint")
+
+
+def test_one_list_of_result_neutral_keys() -> None:
+    """reproduce uses resnetlab.recipes.RESULT_NEUTRAL_KEYS: eval_every changes the result
+    (it drives the plateau schedule), checkpoint_every does not."""
+    import resnetlab.reproduce as package
+    from resnetlab.recipes import RESULT_NEUTRAL_KEYS
+    from resnetlab.reproduce import experiments, runners, runs, tables
+
+    for module in (package, experiments, runners, runs, tables):
+        assert not {"NEUTRAL_TRAIN_KEYS", "RUN_INPUT_KEYS"} & set(vars(module))
+    paper = EXPERIMENTS["fig6"].settings
+    assert settings_note(paper, paper, {"eval_every": 5}) == "changed from the paper's recipe: eval_every=5"
+    assert settings_note(paper, paper, {key: 5 for key in ("log_every", "checkpoint_every")}) is None
+    assert "eval_every" not in RESULT_NEUTRAL_KEYS
+    name = runs.run_name(paper, "cifar_resnet20", 0, {"eval_every": 5, "checkpoint_every": 7}, "digits")
+    assert name == "cifar_resnet20-seed0-digits-eval_every5"
+
+
+def test_provenance_says_whether_the_run_is_the_papers_recipe() -> None:
+    import dataclasses
+
+    from resnetlab.reproduce import runs
+
+    data = "cifar10=/data/cifar10"
+    paper = runs.paper_config("paper_cifar", "cifar_resnet110", 2)
+    assert paper.warmup_until_train_error == 0.8 and paper.seed == 2  # section 4.2's warm-up is the paper's
+    made = runs.provenance("cifar_table6", "paper_cifar", paper, data)
+    assert made == {"experiment": "cifar_table6", "recipe": "paper_cifar", "paper_recipe": True, "changes": {},
+                    "dataset": "cifar10"}
+    assert runs.provenance("x", "paper_cifar", dataclasses.replace(paper, device="cuda"), data)["paper_recipe"]
+    changed = runs.provenance("x", "paper_cifar", dataclasses.replace(paper, lr=0.05), "digits")
+    assert changed["paper_recipe"] is False and changed["dataset"] == "digits"
+    assert changed["changes"] == {"lr": {"paper": 0.1, "ours": 0.05}}
+    short = runs.train_config(CifarSettings(iterations=640), "cifar_resnet20", 0, {})
+    assert (short.iterations, short.milestones, short.eval_every) == (640, (320, 480), 20)
+    assert set(runs.provenance("x", "paper_cifar", short, data)["changes"]) == {"iterations", "milestones",
+                                                                               "eval_every"}
+
+
+def test_run_summary_reads_the_provenance_written_at_creation(tmp_path) -> None:
+    """Whether a run is the paper's recipe is what its config.json says, not re-derived later."""
+    import dataclasses
+
+    import torch
+
+    from resnetlab.reproduce import runs
+
+    paper = dataclasses.replace(runs.paper_config("paper_cifar", "cifar_resnet20", 3), device="cuda")
+    data = "cifar10=/data/cifar10"
+    _fake_run(tmp_path / "paper", paper, data, provenance=runs.provenance("fig6", "paper_cifar", paper, data))
+    _fake_run(tmp_path / "none", paper, data)  # made without provenance (e.g. by `resnetlab train`)
+    summary = run_summary(tmp_path / "paper")
+    assert summary["full"] is True and summary["provenance"] is True and summary["experiment"] == "fig6"
+    assert (summary["model"], summary["seed"], summary["dataset"], summary["val_err"]) == (
+        "cifar_resnet20", 3, "cifar10", 0.25)
+    assert summary["device"] == f"cpu, {torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
+    unknown = run_summary(tmp_path / "none")
+    assert unknown["full"] is False and unknown["provenance"] is False
+
+
+def test_a_run_is_reused_or_resumed_only_with_the_same_config(tmp_path) -> None:
+    import dataclasses
+
+    from resnetlab.reproduce import runs
+
+    config = runs.train_config(CifarSettings(iterations=4), "cifar_resnet20", 0, {"batch_size": 32})
+    finished = tmp_path / "finished"
+    _fake_run(finished, config, "digits")
+    # same result-changing keys (device is neutral): reused as it is, nothing trained
+    assert runs.ensure_run(dataclasses.replace(config, device="cpu"), "digits", finished, {}) == finished
+    # other data, or another lr: refused with the difference named
+    with pytest.raises(ConfigError, match=r"data: 'digits' there, 'cifar10=/x' wanted.*neither reused nor resumed"):
+        runs.ensure_run(config, "cifar10=/x", finished, {})
+    with pytest.raises(ConfigError, match=r"lr: 0.1 there, 0.05 wanted"):
+        runs.ensure_run(dataclasses.replace(config, lr=0.05), "digits", finished, {})
+    # an unfinished run with a checkpoint: the config is checked before train(resume=True) runs
+    unfinished = tmp_path / "unfinished"
+    _fake_run(unfinished, config, "digits", finished=False, checkpoint=True)
+    with pytest.raises(ConfigError, match=r"eval_every: 1 there, 4 wanted"):
+        runs.ensure_run(dataclasses.replace(config, eval_every=4), "digits", unfinished, {})
+    assert (unfinished / "checkpoint.pt").read_bytes() == b"checkpoint"
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="no readable config.json"):
+        runs.ensure_run(config, "digits", tmp_path / "stray", {})
+
+
+def test_report_keeps_weights_of_paper_runs_on_cifar10_only(tmp_path) -> None:
+    """A paper-recipe run on digits is reported as digits and its weights are never copied to
+    results/cifar10; the same run on cifar10 data is."""
+    from resnetlab.report import write_report
+    from resnetlab.reproduce import runs
+
+    root = tmp_path / "root"
+    run_experiment("table1", ["models=resnet18"], out=root)
+    for model, data in (("cifar_resnet20", "digits"), ("cifar_resnet56", "cifar10=/data/cifar10")):
+        config = runs.paper_config("paper_cifar", model, 0)
+        name = runs.run_name(CifarSettings(), model, 0, {}, data)
+        _fake_run(root / "runs" / name, config, data, provenance=runs.provenance("fig6", "paper_cifar", config, data))
+    text = write_report(root, tmp_path / "results").read_text()
+    assert "| [cifar_resnet20-seed0-digits](runs/cifar_resnet20-seed0-digits/) | cifar_resnet20 | 0 | digits |" in text
+    assert sorted(p.name for p in (tmp_path / "results" / "cifar10").iterdir()) == ["cifar_resnet56.safetensors"]
+    assert "Not yet trained with the full recipe on cifar10" in text and "cifar_resnet20, " in text
+    assert (tmp_path / "results" / "runs" / "cifar_resnet20-seed0-digits" / "config.json").is_file()
+    assert not (tmp_path / "results" / "runs" / "cifar_resnet20-seed0-digits" / "final.safetensors").exists()
+    assert (tmp_path / "results" / "table1" / "table.md").is_file()
+
+
+def test_report_notes_state_no_measurements() -> None:
+    """The report's typed-in notes describe methods only; numbers come from run folders."""
+    import re
+
+    from resnetlab.report import DATA_NOTES, DIFFERENCES
+
+    for note in [*DATA_NOTES.values(), *(n for notes in DIFFERENCES.values() for n in notes)]:
+        assert not re.search(r"~ ?\d|\d ?%|#\d|\bloss\b|\bstep \d", note), note

@@ -1,10 +1,14 @@
 """``results/REPORT.md``: paper vs ours for every experiment, generated from run folders.
 
 ``resnetlab report --out ROOT`` reads every ``ROOT/<experiment>/experiment.json`` written by
-``resnetlab reproduce`` and writes one markdown report beside copies of the figures, with the
-exact commands, the hardware, the wall times and what differs from the paper.  The weights
-of runs trained with the full paper recipe are copied to ``results/cifar10/<model>.safetensors``;
-shortened runs never are.
+``resnetlab reproduce`` and writes one markdown report with the exact commands, the hardware,
+the wall times, the data set and what differs from the paper.  Beside it, so that every number
+in the report has its source committed with it, it copies each experiment's small files
+(``experiment.json``, ``table.md``, PNGs) to ``results/<experiment>/`` and each training
+run's ``config.json`` and ``metrics.jsonl`` to ``results/runs/<run>/`` (never checkpoints or
+weights; files of earlier reports are left as they are).  The weights of finished runs whose
+provenance says they used the paper's recipe unchanged on ``cifar10`` data are copied to
+``results/cifar10/<model>.safetensors``; shortened runs and runs on other data never are.
 """
 
 from __future__ import annotations
@@ -16,37 +20,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import runfolder
 from .errors import DataError
 from .files import atomic_write_text
 from .reproduce import DEFAULT_ROOT, EXPERIMENTS, run_summary
 
-__all__ = ["DIFFERENCES", "FULL_RUN_COMMANDS", "RESULT_WEIGHTS", "write_report"]
+__all__ = ["DIFFERENCES", "DATA_NOTES", "FULL_RUN_COMMANDS", "RESULT_WEIGHTS", "write_report"]
 
-#: what always differs from the paper, per experiment ("*": every CIFAR experiment)
+#: what differs from the paper in the method (never a measurement: numbers come from run folders)
 DIFFERENCES: dict[str, list[str]] = {
-    "*": [
-        "Data: the shared CIFAR-10 training copy, re-encoded as JPEG (pixels close to, not equal to, "
-        "the original; `--data cifar10=DIR` with DIR holding `shared/data/cifar10-jpeg/train.tar.gz` "
-        "extracted). The test set is not used: our errors are on the fixed 5k hold-out of the 45k/5k "
-        "split (the split the paper used to choose its settings); the paper's are on the 10k test set.",
-    ],
     "table1": [
         "Multiply-adds of conv and fc layers for one 224x224 image, counted exactly; the paper rounds to "
         "two digits. Rows without a paper figure are models the paper does not list in Table 1.",
     ],
     "fig6": [
-        "Bold lines are validation error on the 5k hold-out; the paper's bold lines are test error.",
-        "A shortened run compresses the lr schedule but not the start at lr 0.1, where deep nets first "
-        "blow up (ResNet-56: loss ~8 at step 10) and then stay near chance for about 100-250 iterations "
-        "before they learn. An independent plain-PyTorch loop in the pytorch_resnet_cifar10 style "
-        "(per-channel normalisation, Kaiming fc) does the same, and other reproductions report it "
-        "(akamaster/pytorch_resnet_cifar10#31, gcr/torch-residual-networks#10). In the paper's 64k "
-        "iterations that costs under 0.5 % of the run; in a run of a few hundred iterations it ranks deep "
-        "nets behind shallow ones whether or not they are residual.",
+        "Bold lines are validation error on the hold-out; the paper's bold lines are test error.",
     ],
     "fig7": [
         "The paper does not say over what the std is taken; ours is over every value of the layer's "
-        "output (after BN, before addition/ReLU) on the 5k validation images, in eval mode.",
+        "output (after BN, before addition/ReLU) on the validation images, in eval mode.",
     ],
     "gradients": [
         "Not a figure of the paper: the diagnostic behind its section 4.1 argument that plain nets' "
@@ -54,6 +46,14 @@ DIFFERENCES: dict[str, list[str]] = {
     ],
 }
 DIFFERENCES["gradients_init"] = DIFFERENCES["gradients"]
+
+#: what the data set of an experiment means for the comparison, by data set name
+DATA_NOTES: dict[str, str] = {
+    "cifar10": "Data: the shared CIFAR-10 training copy, re-encoded as JPEG (pixels close to, not equal to, "
+               "the original; `--data cifar10=DIR` with DIR holding `shared/data/cifar10-jpeg/train.tar.gz` "
+               "extracted). The test set is not used: our errors are on the fixed 5k hold-out of the 45k/5k "
+               "split (the split the paper used to choose its settings); the paper's are on the 10k test set.",
+}
 
 #: the whole reproduction with the paper's settings (run folders are shared: each net trains once)
 FULL_RUN_COMMANDS = (
@@ -65,8 +65,10 @@ FULL_RUN_COMMANDS = (
     "resnetlab report",
 )
 
-#: the trained weights the repository keeps (issue 7), from full-recipe runs only
+#: the trained weights the repository keeps, from finished paper-recipe runs on cifar10 only
 RESULT_WEIGHTS = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110", "cifar_plain20", "cifar_plain56")
+#: the data set whose paper-recipe weights go to ``results/cifar10``
+WEIGHTS_DATASET = "cifar10"
 
 
 def _load_experiments(root: Path) -> list[dict[str, Any]]:
@@ -82,106 +84,142 @@ def _load_experiments(root: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _training_minutes(record: dict[str, Any]) -> float | None:
-    """Total wall time of the training runs an experiment used (they may have been trained by
-    an earlier experiment of the same root), from their run folders."""
+def _run_folders(record: dict[str, Any]) -> list[Path]:
+    """The training run folders an experiment read (they may have been trained by an earlier
+    experiment of the same root)."""
     rows = record["results"].get("rows", [])
-    runs = {r for row in rows for r in row.get("runs", [row.get("run")]) if r}
-    times = [run_summary(r)["wall_time_s"] for r in sorted(runs) if Path(r).is_dir()]
+    return [Path(r) for r in sorted({r for row in rows for r in row.get("runs", [row.get("run")]) if r})]
+
+
+def _training_minutes(record: dict[str, Any]) -> float | None:
+    """Total wall time of the training runs an experiment used, from their run folders."""
+    times = [run_summary(r)["wall_time_s"] for r in _run_folders(record) if r.is_dir()]
     return sum(t for t in times if t) / 60 if times else None
 
 
+def _copy_experiment(record: dict[str, Any], results: Path) -> None:
+    """``results/<experiment>/``: the experiment's ``experiment.json``, ``table.md`` and PNGs."""
+    folder, target = record["folder"], results / record["experiment"]
+    target.mkdir(parents=True, exist_ok=True)
+    for path in [folder / "experiment.json", folder / "table.md", *sorted(folder.glob("*.png"))]:
+        if path.is_file():
+            shutil.copyfile(path, target / path.name)
+
+
 def _section(record: dict[str, Any], results: Path) -> list[str]:
-    name, folder = record["experiment"], record["folder"]
-    figures = results / name
-    table = (folder / "table.md").read_text()
-    for png in sorted(folder.glob("*.png")):
-        figures.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, figures / png.name)
+    name, dataset = record["experiment"], record.get("dataset")
+    table = (record["folder"] / "table.md").read_text()
+    for png in sorted(record["folder"].glob("*.png")):
         table = table.replace(f"]({png.name})", f"]({name}/{png.name})")
     hw = record["hardware"]
-    device = hw["gpu"] or f"CPU {hw['cpu']} ({hw['torch_threads']} threads, load average {hw.get('load_avg_1min')})"
+    device = hw.get("gpu") or f"CPU {hw['cpu']} ({hw['threads']} threads, load average {hw.get('load_avg_1min')})"
     minutes = _training_minutes(record)
     reused = "" if minutes is None else f" for this command; its training runs took {minutes:.1f} min in all"
     status = f"**{record['note']}**" if record["note"] else "paper's settings, unchanged"
+    runs = ", ".join(f"[`{r.name}`](runs/{r.name}/)" for r in _run_folders(record))
     lines = [
-        f"## {record['paper_ref']} ({name}): {record['claim']}",
+        f"## {record['paper_ref']} ({name})" + (f" on {dataset}" if dataset else "") + f": {record['claim']}",
         "",
         f"- status: {status}",
         f"- command: `{record['command']}`",
         f"- hardware: {device}; torch {hw['torch']}; wall time {record['wall_time_s']:.0f} s{reused}; "
         f"finished {record['finished']}",
+        f"- its files: [`{name}/`]({name}/)" + (f"; training runs: {runs}" if runs else ""),
         "",
         table.rstrip(),
         "",
         "What differs from the paper:",
         "",
     ]
-    notes = DIFFERENCES.get(name, []) + (DIFFERENCES["*"] if name != "table1" else [])
+    notes = list(DIFFERENCES.get(name, []))
+    if dataset:
+        notes.append(DATA_NOTES.get(dataset, f"Data: **{dataset}**, not CIFAR-10: a smoke run of the experiment's "
+                                             "code; its numbers are not a reproduction of the paper."))
     lines += [f"- {d}" for d in notes] + [""]
     return lines
 
 
-def _runs_section(root: Path) -> tuple[list[str], dict[str, Path]]:
-    """A table of every training run under ``root/runs``; the full-recipe weights to keep."""
-    summaries = [run_summary(d) for d in sorted((root / "runs").glob("*")) if d.is_dir()]
-    if not summaries:
+def _recipe_cell(summary: dict[str, Any]) -> str:
+    if not summary["provenance"]:
+        return "unknown (no provenance)"
+    if summary["full"]:
+        return "paper's recipe"
+    return "shortened: " + ", ".join(summary["changes"])
+
+
+def _runs_section(root: Path, results: Path) -> tuple[list[str], dict[str, Path]]:
+    """A table of every training run under ``root/runs`` (each copied to ``results/runs``);
+    the paper-recipe cifar10 weights to keep."""
+    folders = [d for d in sorted((root / "runs").glob("*")) if d.is_dir()]
+    if not folders:
         return [], {}
     lines = ["## Training runs", "",
-             "| run | model | seed | iterations | recipe | device | wall time | final val error % |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| run | model | seed | data | iterations | recipe | device | wall time | final val error % |",
+             "|---|---|---|---|---|---|---|---|---|"]
     keep: dict[str, Path] = {}
-    for s in summaries:
+    for folder in folders:
+        s = run_summary(folder)
+        target = results / "runs" / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for small in (runfolder.CONFIG, runfolder.METRICS):
+            if (folder / small).is_file():
+                shutil.copyfile(folder / small, target / small)
         err = "-" if s["val_err"] is None else f"{100 * s['val_err']:.2f}"
         wall = "-" if s["wall_time_s"] is None else f"{s['wall_time_s'] / 60:.1f} min"
-        lines.append(f"| {s['run']} | {s['model']} | {s['seed']} | {s['iterations_done']} | "
-                     f"{'full paper recipe' if s['full'] else 'shortened'} | {s['device']} | {wall} | {err} |")
-        if s["full"] and s["finished"] and s["model"] in RESULT_WEIGHTS and s["model"] not in keep:
-            keep[s["model"]] = Path(s["path"]) / "final.safetensors"
+        lines.append(f"| [{s['run']}](runs/{s['run']}/) | {s['model']} | {s['seed']} | {s['dataset']} | "
+                     f"{s['iterations_done']} | {_recipe_cell(s)} | {s['device']} | {wall} | {err} |")
+        if (s["full"] and s["finished"] and s["dataset"] == WEIGHTS_DATASET and s["model"] in RESULT_WEIGHTS
+                and s["model"] not in keep):
+            keep[s["model"]] = folder / "final.safetensors"
     return lines + [""], keep
 
 
 def write_report(root: str | os.PathLike | None = None, results: str | os.PathLike = "results") -> Path:
-    """Write ``results/REPORT.md`` (and copy figures and full-recipe weights) from ``root``.
+    """Write ``results/REPORT.md`` from ``root`` and copy beside it what it was made from
+    (see the module docstring); returns the report's path.
 
-    ``root`` defaults to :data:`resnetlab.reproduce.DEFAULT_ROOT`.  Returns the report's path.
+    ``root`` defaults to :data:`resnetlab.reproduce.DEFAULT_ROOT`.
     """
     root = DEFAULT_ROOT if root is None else Path(root)
     results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
     records = _load_experiments(root)
-    runs_lines, keep = _runs_section(root)
+    results.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        _copy_experiment(record, results)
+    runs_lines, keep = _runs_section(root, results)
     lines = [
         "# Reproducing He et al. 2015 with resnetlab: paper vs ours",
         "",
         f"Generated by `resnetlab report --out {root}` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the "
         "experiment folders `resnetlab reproduce` wrote; do not edit by hand. Every table and figure that was "
-        "not run with the paper's settings says **shortened** with what was changed.",
+        "not run with the paper's settings says **shortened** with what was changed, and every CIFAR "
+        "experiment names the data set it ran on. Each experiment's files are in `<experiment>/` and each "
+        "training run's `config.json` and `metrics.jsonl` in `runs/<run>/`, beside this report.",
         "",
-        "| experiment | paper | status | training wall time (its runs) | command wall time |",
-        "|---|---|---|---|---|",
+        "| experiment | paper | data | status | training wall time (its runs) | command wall time |",
+        "|---|---|---|---|---|---|",
     ]
     for r in records:
         minutes = _training_minutes(r)
-        lines.append(f"| {r['experiment']} | {r['paper_ref']} | {r['note'] or 'full'} | "
+        lines.append(f"| {r['experiment']} | {r['paper_ref']} | {r.get('dataset') or '-'} | {r['note'] or 'full'} | "
                      f"{'-' if minutes is None else f'{minutes:.1f} min'} | {r['wall_time_s']:.0f} s |")
     lines.append("")
     for r in records:
         lines += _section(r, results)
     lines += runs_lines
     if keep:
-        weights = results / "cifar10"
+        weights = results / WEIGHTS_DATASET
         weights.mkdir(parents=True, exist_ok=True)
         lines += ["## Our weights", ""]
         for model, src in sorted(keep.items()):
             shutil.copyfile(src, weights / f"{model}.safetensors")
-            lines.append(f"- `{weights / (model + '.safetensors')}` from `{src.parent}`")
+            lines.append(f"- `{weights / (model + '.safetensors')}` from `{src.parent.name}`")
         lines.append("")
     missing = [m for m in RESULT_WEIGHTS if m not in keep]
     if missing:
-        lines += [f"Not yet trained with the full recipe (no weights in `{results / 'cifar10'}`): "
-                  + ", ".join(missing) + ".", ""]
-    if missing or any(r["note"] for r in records):
+        lines += [f"Not yet trained with the full recipe on {WEIGHTS_DATASET} (no weights in "
+                  f"`{results / WEIGHTS_DATASET}`): " + ", ".join(missing) + ".", ""]
+    if missing or any(r["note"] or r.get("dataset") not in (None, WEIGHTS_DATASET) for r in records):
         lines += ["## To complete the reproduction", "",
                   "With the paper's settings, on a GPU (`device=auto` picks it), in one output root:", "", "```"]
         lines += list(FULL_RUN_COMMANDS) + ["```", ""]
