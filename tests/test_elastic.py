@@ -32,12 +32,12 @@ WORKER = textwrap.dedent(f"""
                    depth=8)(cifar_resnet)
     out, rank, attempt = sys.argv[1], os.environ["RANK"], os.environ["TORCHELASTIC_RESTART_COUNT"]
     if sys.argv[2] == "1" and attempt == "0" and rank == "1":
-        lr = t.learning_rate
-        def dying(cfg, step, *a):
+        lr = t.Schedule.lr
+        def dying(self, step):
             if step == {DIES_AT}:
                 os._exit(1)  # the rank dies: no checkpoint, no clean-up
-            return lr(cfg, step, *a)
-        t.learning_rate = dying
+            return lr(self, step)
+        t.Schedule.lr = dying
     load = runfolder.load_checkpoint
     def resumed(path):
         state = load(path)
@@ -46,8 +46,8 @@ WORKER = textwrap.dedent(f"""
         return state
     runfolder.load_checkpoint = resumed
     nets = []
-    make = t.make_train_step
-    t.make_train_step = lambda net, *a, **k: nets.append(net) or make(net, *a, **k)
+    make = t.loop.make_train_step
+    t.loop.make_train_step = lambda state, *a, **k: nets.append(state.net) or make(state, *a, **k)
     cfg = dataclasses.replace(get_recipe("demo"), model="_test_cifar_resnet8", batch_size=16, iterations={STEPS},
                               milestones=(6,), train_subset=64, log_every=2, eval_every=0,
                               checkpoint_every={CHECKPOINT_EVERY})

@@ -22,12 +22,9 @@ from resnetlab.cli import main
 from resnetlab.data.transforms import crop_flip
 from resnetlab.errors import ConfigError, DataError, TrainingError
 
-# torchvision 0.29 flags its decoders as deprecated (torchcodec); resnetlab silences it, pytest re-enables it
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 from resnetlab.models.cifar_resnet import cifar_resnet
 from resnetlab.recipes import TrainConfig, get_recipe
-from resnetlab import train as train_mod
-from resnetlab.train import learning_rate, train
+from resnetlab.train import Schedule, train
 
 TINY = "_test_cifar_resnet8"
 REGISTER = f"""
@@ -92,14 +89,15 @@ def test_run_folder_contents(reference: Path) -> None:
 
 def test_sigterm_then_resume_is_bit_identical(reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
+    lr = Schedule.lr
 
-    def lr_and_signal(cfg, step, total, milestones, state):
+    def lr_and_signal(self, step):
         calls.append(step)
         if step == 5 and len(calls) == 6:  # SIGTERM arrives during step 5 (0-based) of the first run
             os.kill(os.getpid(), signal.SIGTERM)
-        return learning_rate(cfg, step, total, milestones, state)
+        return lr(self, step)
 
-    monkeypatch.setattr(train_mod, "learning_rate", lr_and_signal)
+    monkeypatch.setattr(Schedule, "lr", lr_and_signal)
     out = tmp_path / "run"
     stopped = train(tiny_config(), out_dir=out, progress=False)
     assert stopped.interrupted and stopped.step == 6 and not (out / "final.safetensors").exists()
@@ -118,11 +116,11 @@ def test_sigkill_then_resume_is_bit_identical(reference: Path, tmp_path: Path) -
         torch.set_num_threads({torch.get_num_threads()})  # same float reduction order as the reference
         from resnetlab import train as t
         from resnetlab.recipes import get_recipe
-        slow = t.learning_rate
+        slow = t.Schedule.lr
         def lr(*a):  # slow the run down so that the kill lands mid-run
             time.sleep(0.5)
             return slow(*a)
-        t.learning_rate = lr
+        t.Schedule.lr = lr
         cfg = dataclasses.replace(get_recipe("demo"), model={TINY!r}, batch_size=16, iterations=8, milestones=(6,),
                                   train_subset=64, log_every=2, eval_every=4, checkpoint_every=2)
         t.train(cfg, out_dir={str(out)!r}, progress=False)
@@ -164,22 +162,22 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path: Path)
 
 
 def test_schedules() -> None:
-    cfg = get_recipe("paper_cifar")
-    state = {"warm": False, "plateau_factor": 1.0}
-    lrs = [learning_rate(cfg, s, 64_000, [32_000, 48_000], state) for s in (0, 31_999, 32_000, 48_000, 63_999)]
+    paper = Schedule(0.1, "multistep", 64_000, (32_000, 48_000))
+    lrs = [paper.lr(s) for s in (0, 31_999, 32_000, 48_000, 63_999)]
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001, 0.001])
     # ResNet-110 (section 4.2): 0.01 until the training error is below 80 %, then the schedule
-    warm = dataclasses.replace(cfg, warmup_until_train_error=0.8)
-    assert learning_rate(warm, 10, 64_000, [32_000], state) == 0.01
-    assert learning_rate(warm, 10, 64_000, [32_000], {"warm": True, "plateau_factor": 1.0}) == 0.1
-    cosine = dataclasses.replace(cfg, schedule="cosine", warmup_iterations=10)
-    assert learning_rate(cosine, 0, 100, [], state) == pytest.approx(0.01 * 0.5 * 2)
-    assert learning_rate(cosine, 50, 100, [], state) == pytest.approx(0.05)
-    plateau = dataclasses.replace(cfg, schedule="plateau", plateau_patience=2)
-    st = {"warm": False, "plateau_factor": 1.0, "best_val": None, "bad_evals": 0}
+    warm = Schedule(0.1, "multistep", 64_000, (32_000,), warmup_until_train_error=0.8)
+    assert warm.lr(10) == 0.01
+    for step in range(10):  # a window of 10 steps at 70 % training error ends the warm-up
+        warm.record(step, torch.tensor(3), 10)
+    assert warm.warm and warm.lr(10) == 0.1
+    cosine = Schedule(0.1, "cosine", 100, warmup_iterations=10)
+    assert cosine.lr(0) == pytest.approx(0.01 * 0.5 * 2)
+    assert cosine.lr(50) == pytest.approx(0.05)
+    plateau = Schedule(0.1, "plateau", 100, plateau_patience=2)
     for err in (0.5, 0.4, 0.45, 0.41):
-        train_mod._plateau(plateau, st, err)
-    assert st["plateau_factor"] == pytest.approx(0.1)
+        plateau.observe(err)
+    assert plateau.plateau_factor == pytest.approx(0.1) and plateau.lr(99) == pytest.approx(0.01)
 
 
 def test_batched_crop_flip_matches_per_image() -> None:
@@ -204,8 +202,8 @@ def test_ddp_two_cpu_processes_match_one(tmp_path: Path) -> None:
         from resnetlab import train as t
         from resnetlab.recipes import get_recipe
         nets = []
-        make = t.make_train_step
-        t.make_train_step = lambda net, *a, **k: nets.append(net) or make(net, *a, **k)
+        make = t.loop.make_train_step
+        t.loop.make_train_step = lambda state, *a, **k: nets.append(state.net) or make(state, *a, **k)
         cfg = dataclasses.replace(get_recipe("demo"), model={TINY!r}, batch_size=16, iterations=4, milestones=(3,),
                                   train_subset=64, log_every=2, eval_every=0, checkpoint_every=2,
                                   accumulate=int(sys.argv[2]))
@@ -263,7 +261,7 @@ def test_image_folder_training_and_bad_images(tmp_path: Path) -> None:
                 Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
                     tmp_path / "data" / split / name / f"{i}.jpg")
     spec = f"imagenet={tmp_path / 'data'}"
-    cfg = tiny_config(data=spec, augment="imagenet", crop=32, normalization="per_channel", train_subset=None,
+    cfg = tiny_config(data=spec, augment="imagenet", crop=32, pad=0, normalization="per_channel", train_subset=None,
                       batch_size=8, iterations=3, milestones=(2,), num_workers=0, log_every=1, eval_every=0)
     result = train(cfg, out_dir=tmp_path / "run", progress=False)
     assert result.step == 3 and result.val_err is not None and result.skipped_images == 0

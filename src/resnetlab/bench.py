@@ -13,31 +13,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 
-from . import runfolder
 from .analysis.complexity import complexity
+from .config import apply_overrides
 from .device import resolve_device
 from .errors import ConfigError
+from .inference import optimize
+from .machine import describe
+from .recipes import get_recipe
 from .registry import create_model, model_info
+from .timing import calls_per_second, sync
+from .train import Schedule, build, make_train_step
 
-__all__ = ["calls_per_second", "compare", "bench_infer", "bench_train", "cpu_threads", "environment", "format_table", "gemm_peak_flops",
-           "record"]
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """The machine a figure was measured on: the run-folder environment (versions, threads,
-    git commit, GPU name) plus the CPU's kind, vector capability and core count."""
-    env = runfolder.environment(device, world_size=1)
-    env.update(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-               cpu_capability=torch.backends.cpu.get_cpu_capability())
-    return env
+__all__ = ["compare", "bench_infer", "bench_train", "cpu_threads", "format_table", "gemm_peak_flops", "record"]
 
 
 def record(out_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
@@ -54,7 +49,7 @@ def record(out_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
 
 def _reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
-        _sync(device)
+        sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         return
     try:  # Linux: writing 5 resets the VmHWM (peak RSS) counter of this process
@@ -75,24 +70,6 @@ def _peak_memory_mb(device: torch.device) -> Optional[float]:
     except OSError:
         pass
     return None
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def calls_per_second(fn: Callable[[], Any], device: torch.device, min_time: float, min_calls: int = 1) -> float:
-    """Calls of ``fn`` per second, timed over at least ``min_time`` seconds and ``min_calls``
-    calls, the device synchronised after each call (so GPU work is counted when done)."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        _sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time and calls >= min_calls:
-            return calls / elapsed
 
 
 def compare(
@@ -121,7 +98,7 @@ def compare(
         _reset_peak_memory(device)
         for _ in range(warmup):
             fn()
-        _sync(device)
+        sync(device)
         peaks[name] = _peak_memory_mb(device)
     for r in range(repeats):
         order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
@@ -224,8 +201,6 @@ def bench_infer(
 def _bench_infer(model: str, batch_size: int, dev: torch.device, input_size: Optional[int], compile: bool,
                  runtime: str, quantize: Optional[str], repeats: int, warmup: int, min_time: float,
                  seed: int) -> dict[str, Any]:
-    from .inference import optimize
-
     info = model_info(model)
     size = info.input_size if input_size is None else (info.input_size[0], input_size, input_size)
     torch.manual_seed(seed)
@@ -258,7 +233,7 @@ def _bench_infer(model: str, batch_size: int, dev: torch.device, input_size: Opt
         setup_s=fast.report["setup_s"],
         max_rel_diff=round(fast.report["max_rel_diff"], 6),
         same_top1=fast.report["same_top1"],
-        **environment(dev),
+        **describe(dev),
     )
     return result
 
@@ -294,12 +269,6 @@ def bench_train(
 
 def _bench_train(model: str, batch_size: int, dev: torch.device, recipe: str, overrides: dict[str, Any],
                  repeats: int, warmup: int, min_time: float, seed: int) -> dict[str, Any]:
-    import torch.nn.functional as F
-
-    from .config import apply_overrides
-    from .recipes import get_recipe
-    from .train import build, make_train_step
-
     cfg = apply_overrides(get_recipe(recipe), {**overrides, "model": model, "batch_size": batch_size})
     info = model_info(model)
     torch.manual_seed(seed)
@@ -318,9 +287,9 @@ def _bench_train(model: str, batch_size: int, dev: torch.device, recipe: str, ov
 
     # ours: exactly as train() builds it
     torch.manual_seed(seed)
-    ours_model, net, optimizer, scaler, ema = build(cfg, info.num_classes, dev)
-    ours_model.train()
-    step = make_train_step(net, optimizer, cfg, scaler=scaler, ema=ema)
+    state = build(cfg, info.num_classes, dev, Schedule(cfg.lr, "constant", total=1))
+    state.model.train()
+    step = make_train_step(state, cfg)
     x_ours = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
     def ours() -> None:
@@ -340,7 +309,7 @@ def _bench_train(model: str, batch_size: int, dev: torch.device, recipe: str, ov
     peak_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp, torch.float32)
     macs = complexity(plain, info.input_size)["macs"]
     result.update(_utilisation(result, 3 * 2 * macs, gemm_peak_flops(dev, peak_dtype), str(peak_dtype)[6:]))
-    result.update(environment(dev))
+    result.update(describe(dev))
     return result
 
 

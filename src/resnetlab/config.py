@@ -49,22 +49,25 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arm in typing.get_args(annotation):
             try:
                 return _coerce(key, value, arm)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: {value!r} is not {_type_name(annotation)}")
     if annotation is type(None):
         if value is None:
             return None
         raise ConfigError(f"{key}: expected null, got {value!r}")
     if origin is typing.Literal:
-        if value in typing.get_args(annotation):
+        choices = typing.get_args(annotation)
+        if value in choices and not isinstance(value, bool):
             return value
-        choices = ", ".join(map(repr, typing.get_args(annotation)))
-        raise ConfigError(f"{key}: {value!r} is not one of {choices}")
+        # a bare word that names a choice is that choice: val=none is "none", not Python's None
+        word = _BARE_WORDS.get(value) if value is None or isinstance(value, bool) else None
+        if word in choices:
+            return word
+        raise ConfigError(f"{key}: {_shown(value)} is not one of {', '.join(map(repr, choices))}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list like [1,2], got {value!r}")
@@ -88,6 +91,15 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     elif isinstance(annotation, type) and isinstance(value, annotation):
         return value
     raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+
+
+#: what parse_value made of the bare words true/false/none
+_BARE_WORDS = {None: "none", True: "true", False: "false"}
+
+
+def _shown(value: Any) -> str:
+    """``value`` as the user typed it (``none``, not ``None``)."""
+    return _BARE_WORDS[value] if value is None or isinstance(value, bool) else repr(value)
 
 
 def _type_name(annotation: Any) -> str:

@@ -29,6 +29,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .export import to_onnx
+from .timing import calls_per_second
 
 __all__ = ["OptimizedModel", "fold_batchnorm", "optimize", "output_difference"]
 
@@ -293,8 +294,6 @@ def _fastest(candidates: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: t
              rounds: int = 3, min_time: float = 0.3) -> tuple[str, dict[str, float]]:
     """The name of the fastest of ``candidates`` on ``x`` (the best of ``rounds`` interleaved
     timings each, order alternating) and every candidate's images/s."""
-    from .bench import calls_per_second
-
     best = {name: 0.0 for name in candidates}
     for r in range(rounds):
         for name in (list(candidates) if r % 2 == 0 else list(candidates)[::-1]):

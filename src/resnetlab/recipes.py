@@ -40,9 +40,9 @@ class TrainConfig:
     val: Literal["holdout", "test", "none"] = "holdout"  # holdout: the fixed 45k/5k split (section 4.2)
     train_subset: int | None = None  # train on a fixed class-balanced sample of N images (shortened runs)
     augment: Literal["cifar", "imagenet", "alexnet", "random_resized_crop", "none"] = "cifar"
-    pad: int = 4  # cifar: pixels padded on each side before the random crop (section 4.2)
-    flip: bool = True  # cifar: random horizontal flip (section 4.2)
-    crop: int = 224  # imagenet/alexnet/random_resized_crop: training crop side
+    pad: int = 4  # cifar: pixels padded on each side before the random crop (section 4.2); 0 for the others
+    flip: bool = True  # random horizontal flip, every augmentation (sections 3.4, 4.2)
+    crop: int | None = None  # training crop side; None: in-memory images' own size, 224 for folders
     normalization: Literal["per_pixel_mean", "per_channel"] = "per_pixel_mean"
     mean: tuple[float, ...] = CIFAR10_MEAN  # per_channel: subtracted; per_pixel_mean: computed from the data
     std: tuple[float, ...] = (1.0, 1.0, 1.0)  # divisor after the mean subtraction
@@ -110,8 +110,12 @@ class TrainConfig:
             raise ConfigError(f"warmup_until_train_error must be in (0, 1), got {self.warmup_until_train_error}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise ConfigError("mean and std must be 3 numbers (RGB, [0, 1] scale), std > 0")
-        if self.crop < 8:
+        if self.crop is not None and self.crop < 8:
             raise ConfigError(f"crop must be >= 8, got {self.crop}")
+        if self.schedule == "plateau" and (self.val == "none" or self.eval_every == 0):
+            why = "val=none" if self.val == "none" else "eval_every=0"
+            raise ConfigError(f"schedule=plateau needs validation errors to watch, but {why}; "
+                              "use val=holdout with eval_every > 0, or another schedule")
         if self.train_subset is not None and self.train_subset < 1:
             raise ConfigError(f"train_subset must be >= 1, got {self.train_subset}")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
@@ -140,13 +144,13 @@ RECIPES: dict[str, TrainConfig] = {
     # mean subtraction (a per-pixel mean over random crops is flat: a per-channel mean).
     "paper_imagenet": dataclasses.replace(
         _BASE, model="resnet34", batch_size=256, iterations=600_000, schedule="plateau", milestones=(),
-        augment="imagenet", crop=224, normalization="per_channel", mean=IMAGENET_MEAN, eval_every=5_000,
+        augment="imagenet", crop=224, pad=0, normalization="per_channel", mean=IMAGENET_MEAN, eval_every=5_000,
         checkpoint_every=2_000, log_every=200),
     # Krizhevsky et al. 2012: batch 128, momentum 0.9, wd 5e-4, lr 0.01 /10 on plateau,
     # about 90 epochs, 224 crops of 256x256 images + flips, PCA colour augmentation.
     "alexnet_imagenet": dataclasses.replace(
         _BASE, model="alexnet", batch_size=128, epochs=90, iterations=0, lr=0.01, weight_decay=5e-4,
-        schedule="plateau", milestones=(), augment="alexnet", crop=224, normalization="per_channel",
+        schedule="plateau", milestones=(), augment="alexnet", crop=224, pad=0, normalization="per_channel",
         mean=IMAGENET_MEAN, eval_every=5_000, checkpoint_every=2_000, log_every=200),
     # Huang et al. 2017 (C10+): batch 64, 300 epochs, lr 0.1 /10 at 50 % and 75 %, wd 1e-4,
     # Nesterov momentum 0.9, pad-4 crop + flip, per-channel normalisation.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 
 from .errors import ConfigError, WeightsError
 from .files import atomic_save, atomic_write_text
+from .machine import describe as environment  # what a run ran on: the one probe, under the name run folders use
 from .recipes import result_changes
 
 __all__ = ["CHECKPOINT", "prepare", "write_config", "MetricsLog", "save_checkpoint",
@@ -27,31 +26,6 @@ __all__ = ["CHECKPOINT", "prepare", "write_config", "MetricsLog", "save_checkpoi
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-
-
-def environment(device: torch.device, world_size: int) -> dict[str, Any]:
-    """Versions, device, processes and the git commit of the code: what a run ran on."""
-    from . import __version__
-
-    env: dict[str, Any] = {
-        "resnetlab": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "device": str(device),
-        "world_size": world_size,
-        "threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        here = Path(__file__).resolve().parent
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=False).stdout.strip()
-        env["git_commit"] = commit or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_commit"] = None
-    return env
 
 
 def prepare(out_dir: str | os.PathLike, config: dict[str, Any], resume: bool) -> Path | None:
