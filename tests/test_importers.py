@@ -290,9 +290,12 @@ def test_caffe_msra_mapping_same_outputs(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(twin(x), net(x), rtol=1e-4, atol=1e-4)
-    # Detected as ResNet-50 (v1) from the names; the tiny widths are then refused by shape.
-    with pytest.raises(WeightsError, match=r"do not fit resnet50: shape mismatch: layer1.0.conv1.weight \(4, 64, 1, 1\)"):
-        import_weights("caffe", tmp_path / "ResNet-50-model.caffemodel", tmp_path / "o.safetensors")
+    # Detected as ResNet-50 (v1) from the names, with the file's widths; pool1 carries no
+    # pooling_param here, so the MSRA definition (stem_pool="caffe") is assumed and said so.
+    meta = import_weights("caffe", tmp_path / "ResNet-50-model.caffemodel", tmp_path / "o.safetensors")
+    assert meta.model == "resnet50"
+    assert meta.kwargs == {"variant": "v1", "num_classes": 7, "widths": [4, 8, 16, 32], "stem_pool": "caffe"}
+    assert "pool1 not recorded" in meta.source
 
 
 def test_caffe_names_mean_file_and_bad_files(tmp_path):

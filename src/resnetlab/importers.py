@@ -34,7 +34,7 @@ from .weights import (WeightsMeta, check_state_dict, read_header, read_meta,
                       save_weights)
 
 __all__ = ["Imported", "IMPORTERS", "read_state_dict", "torchvision_target", "read_caffemodel", "caffe_state_dict",
-           "import_weights"]
+           "caffe_stem_pool", "import_weights"]
 
 
 StateDict = dict[str, torch.Tensor]
@@ -98,19 +98,16 @@ def _torch_load(path: Path) -> Any:
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
-def _build(name: str, where: Path, **kwargs: Any) -> nn.Module:
+def _target(model_name: str | None, detected: str, where: Path, **kwargs: Any) -> nn.Module:
+    """The model to import into: the detected one, or ``--model`` if given.  Either way it is built
+    with what the checkpoint says of its architecture (``kwargs``: class count, variant, stem
+    pooling, widths), so that ``--model`` can pick the depth but never silently change the network."""
+    name = model_name or detected
     try:
         return create_model(name, **kwargs)
     except ResnetlabError as exc:
-        raise WeightsError(f"{where}: detected {name}, which resnetlab cannot build: {exc}") from None
-
-
-def _target(model_name: str | None, detected: str, where: Path, **kwargs: Any) -> nn.Module:
-    """The model to import into: ``--model`` if given (with the checkpoint's class count), else the
-    detected one."""
-    if model_name is None:
-        return _build(detected, where, **kwargs)
-    return _build(model_name, where, num_classes=kwargs.get("num_classes"))
+        how = "asked for" if model_name else "detected"
+        raise WeightsError(f"{where}: {how} {name}, which resnetlab cannot build for these weights: {exc}") from None
 
 
 def _blocks(state: Mapping[str, torch.Tensor], stage: str) -> int:
@@ -167,14 +164,21 @@ _DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12
 
 def _resnet_from_keys(state: Mapping[str, torch.Tensor], where: Path, source: str,
                       variant: str = "v1.5") -> tuple[str, dict]:
-    """Registered ResNet name and kwargs for a torchvision-layout state dict (Table 1 stacks only)."""
-    from .models.resnet import IMAGENET_STAGES, Bottleneck
+    """Registered ResNet name and kwargs for a torchvision-layout state dict (Table 1 stacks only).
+
+    Stage widths other than Table 1's (the ``planes`` of each stage's first conv) are kept as
+    the ``widths`` argument."""
+    from .models.resnet import IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
 
     bottleneck = "layer1.0.conv3.weight" in state
     layers = tuple(_blocks(state, f"layer{i}") for i in range(1, 5))
     for depth, (block, stages) in IMAGENET_STAGES.items():
         if stages == layers and (block is Bottleneck) == bottleneck:
-            return f"resnet{depth}", {"variant": variant, "num_classes": state["fc.weight"].shape[0]}
+            kwargs: dict[str, Any] = {"variant": variant, "num_classes": state["fc.weight"].shape[0]}
+            widths = tuple(int(state[f"layer{i}.0.conv1.weight"].shape[0]) for i in range(1, 5))
+            if widths != IMAGENET_WIDTHS:
+                kwargs["widths"] = list(widths)
+            return f"resnet{depth}", kwargs
     kind = "bottleneck" if bottleneck else "basic"
     raise WeightsError(f"{where}: {source} ResNet with {kind} blocks {layers} per stage is not a ResNet of "
                        "paper Table 1 (18/34/50/101/152)")
@@ -266,8 +270,15 @@ def import_timm(path: Path, model_name: str | None = None) -> Imported:
 #: caffe.proto field numbers
 _NET_LAYER, _NET_V1_LAYERS = 100, 2
 _LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS, _LAYER_CONV, _LAYER_BN = 1, 2, 7, 106, 139
+_LAYER_POOL, _LAYER_SCALE = 121, 142
 _BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH, _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE = 1, 2, 3, 4, 5, 7, 8
-_CONV_STRIDE, _BN_EPS = 6, 3
+_CONV_STRIDE, _BN_EPS, _SCALE_BIAS_TERM = 6, 3, 4
+#: PoolingParameter: pool, kernel_size, stride, pad, their (h, w) forms, global_pooling, round_mode
+_POOL_METHOD, _POOL_KERNEL, _POOL_STRIDE, _POOL_PAD = 1, 2, 3, 4
+_POOL_KERNEL_HW, _POOL_STRIDE_HW, _POOL_PAD_HW, _POOL_GLOBAL, _POOL_ROUND = (5, 6), (7, 8), (9, 10), 12, 13
+_POOL_MAX, _ROUND_CEIL = 0, 0  # PoolMethod.MAX and RoundMode.CEIL, both caffe.proto's defaults
+#: BatchNormParameter.eps when the layer does not set it (caffe.proto's default)
+CAFFE_BN_EPS = 1e-5
 #: BGR mean (0-255) of the ILSVRC-2012 training images, used when the per-pixel mean file is absent
 CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
 _CAFFE_BLOCK = re.compile(r"^(res|bn|scale)(\d)([a-z])(\d*)_branch(1|2a|2b|2c)$")
@@ -275,6 +286,26 @@ _CAFFE_STEM = {"conv1": ("conv1", "res"), "bn_conv1": ("bn1", "bn"), "scale_conv
 _CAFFE_BRANCH = {"1": ("downsample.0", "downsample.1"), "2a": ("conv1", "bn1"), "2b": ("conv2", "bn2"),
                  "2c": ("conv3", "bn3")}
 _TORCH_BN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class CaffePooling:
+    """A Caffe PoolingParameter as ``(h, w)`` pairs, with caffe.proto's defaults: max pooling,
+    stride 1, no padding, pooled sizes rounded up (``round_mode: CEIL``)."""
+
+    method: int = _POOL_MAX
+    kernel: tuple[int, int] = (0, 0)
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)
+    ceil: bool = True
+    global_pooling: bool = False
+
+    def describe(self) -> str:
+        """One phrase for messages, e.g. ``max 3x3/2 pad 0, rounded up``."""
+        method = "max" if self.method == _POOL_MAX else f"method {self.method}"
+        k, st, pad = self.kernel, self.stride, self.pad
+        size = "global" if self.global_pooling else f"{k[0]}x{k[1]}/{st[0] if st[0] == st[1] else st}"
+        return f"{method} {size} pad {pad[0] if pad[0] == pad[1] else pad}, rounded {'up' if self.ceil else 'down'}"
 
 
 @dataclass
@@ -285,7 +316,9 @@ class CaffeLayer:
     type: str
     blobs: list[np.ndarray]
     stride: int = 1
-    eps: float = 1e-5
+    eps: float = CAFFE_BN_EPS
+    pooling: CaffePooling | None = None
+    scale_bias: bool | None = None  # ScaleParameter.bias_term where the file sets scale_param
 
 
 def _varint(buf: memoryview, i: int) -> tuple[int, int]:
@@ -352,8 +385,27 @@ def _blob(buf: memoryview) -> np.ndarray:
     return data.reshape(shape)
 
 
+def _pooling(buf: memoryview) -> CaffePooling:
+    values = {f: v for f, w, v in _fields(buf) if w == 0}
+
+    def pair(single: int, hw: tuple[int, int], default: int) -> tuple[int, int]:
+        if hw[0] in values or hw[1] in values:
+            return values.get(hw[0], default), values.get(hw[1], default)
+        return (values[single],) * 2 if single in values else (default, default)
+
+    return CaffePooling(
+        method=values.get(_POOL_METHOD, _POOL_MAX),
+        kernel=pair(_POOL_KERNEL, _POOL_KERNEL_HW, 0),
+        stride=pair(_POOL_STRIDE, _POOL_STRIDE_HW, 1),
+        pad=pair(_POOL_PAD, _POOL_PAD_HW, 0),
+        ceil=values.get(_POOL_ROUND, _ROUND_CEIL) == _ROUND_CEIL,
+        global_pooling=bool(values.get(_POOL_GLOBAL, 0)),
+    )
+
+
 def read_caffemodel(path: str | os.PathLike) -> list[CaffeLayer]:
-    """The layers of a binary ``.caffemodel`` (NetParameter) with their blobs, strides and BN eps."""
+    """The layers of a binary ``.caffemodel`` (NetParameter) with their blobs, conv strides, BN eps,
+    pooling parameters and Scale ``bias_term``."""
     path = Path(path)
     try:
         buf = memoryview(path.read_bytes())
@@ -380,7 +432,12 @@ def read_caffemodel(path: str | os.PathLike) -> list[CaffeLayer]:
                     layer.stride = strides[0] if strides else 1
                 elif f == _LAYER_BN:
                     eps = [struct.unpack("<f", cv)[0] for cf, cw, cv in _fields(v) if cf == _BN_EPS and cw == 5]
-                    layer.eps = eps[0] if eps else layer.eps
+                    layer.eps = eps[-1] if eps else layer.eps
+                elif f == _LAYER_POOL:
+                    layer.pooling = _pooling(v)
+                elif f == _LAYER_SCALE:
+                    bias = [bool(sv) for sf, sw, sv in _fields(v) if sf == _SCALE_BIAS_TERM and sw == 0]
+                    layer.scale_bias = bias[-1] if bias else False
             layers.append(layer)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WeightsError(f"{path}: not a readable caffemodel ({exc})") from None
@@ -406,9 +463,11 @@ def _caffe_key(name: str) -> tuple[str, str] | None:
 def caffe_state_dict(layers: list[CaffeLayer], where: Path) -> tuple[StateDict, str]:
     """Map MSRA ResNet layers onto resnetlab keys; returns ``(state dict, variant)``.
 
-    Caffe's BatchNorm blobs (mean, variance, scale factor) and the following Scale layer
-    (gamma, beta) become one BatchNorm2d; a conv bias before a BN is folded into its mean;
-    a BN eps other than PyTorch's is folded into the variance; conv1 is turned from BGR to RGB.
+    Caffe's BatchNorm layer (mean, variance, moving-average factor; eps) and the Scale layer
+    after it (gamma, and beta where ``bias_term``) become one BatchNorm2d: mean and variance are
+    divided by the factor (a zero factor gives zeros, as BatchNormLayer does), an eps other
+    than PyTorch's 1e-5 is folded into the variance, and a BatchNorm with no Scale gets gamma 1,
+    beta 0.  A conv bias before a BN is folded into its mean; conv1 is turned from BGR to RGB.
     """
     state: StateDict = {}
     conv_bias: dict[str, torch.Tensor] = {}
@@ -418,7 +477,9 @@ def caffe_state_dict(layers: list[CaffeLayer], where: Path) -> tuple[StateDict, 
             continue
         blobs = [torch.from_numpy(b.copy()) for b in layer.blobs]
         if layer.type == "InnerProduct":
-            state["fc.weight"], state["fc.bias"] = blobs[0].reshape(blobs[0].shape[-2:]), blobs[1].flatten()
+            weight = blobs[0].reshape(blobs[0].shape[-2:])
+            state["fc.weight"] = weight
+            state["fc.bias"] = blobs[1].flatten() if len(blobs) > 1 else torch.zeros(weight.shape[0])
             continue
         key = _caffe_key(layer.name)
         if key is None:
@@ -434,17 +495,62 @@ def caffe_state_dict(layers: list[CaffeLayer], where: Path) -> tuple[StateDict, 
             if prefix == "layer2.0.conv2" and layer.stride == 2:
                 variant = "v1.5"  # stride on the 3x3: not the MSRA layout, but read as it is
         elif kind == "bn":
-            factor = float(blobs[2].flatten()[0]) if len(blobs) > 2 else 1.0
-            scale = 0.0 if factor == 0 else 1.0 / factor
-            state[prefix + ".running_mean"] = blobs[0].flatten() * scale
-            state[prefix + ".running_var"] = (blobs[1].flatten() * scale + layer.eps - _TORCH_BN_EPS).clamp(min=0)
+            state.update(_caffe_batch_norm(layer, prefix, blobs, where))
         else:
+            if layer.scale_bias is not None and len(blobs) != 1 + layer.scale_bias:
+                raise WeightsError(f"{where}: Scale layer {layer.name!r} has bias_term: {str(layer.scale_bias).lower()} "
+                                   f"but {len(blobs)} blobs")
             state[prefix + ".weight"] = blobs[0].flatten()
             state[prefix + ".bias"] = blobs[1].flatten() if len(blobs) > 1 else torch.zeros_like(blobs[0].flatten())
+    for key in [k for k in state if k.endswith(".running_mean")]:
+        bn = key.removesuffix(".running_mean")
+        if bn + ".weight" not in state:  # a BatchNorm with no Scale after it normalizes only
+            state[bn + ".weight"] = torch.ones_like(state[key])
+            state[bn + ".bias"] = torch.zeros_like(state[key])
     for conv, bias in conv_bias.items():
         bn = "bn1" if conv == "conv1" else conv.replace("conv", "bn").replace("downsample.0", "downsample.1")
+        if bn + ".running_mean" not in state:
+            raise WeightsError(f"{where}: convolution {conv} has a bias but no BatchNorm layer to fold it into")
         state[bn + ".running_mean"] = state[bn + ".running_mean"] - bias  # BN(x + b) with mean shifted by b
     return state, variant
+
+
+def _caffe_batch_norm(layer: CaffeLayer, prefix: str, blobs: list[torch.Tensor], where: Path) -> StateDict:
+    """``running_mean`` and ``running_var`` of one Caffe BatchNorm layer, for PyTorch's eps."""
+    if len(blobs) != 3:
+        raise WeightsError(f"{where}: BatchNorm layer {layer.name!r} holds {len(blobs)} blobs; Caffe's holds 3 "
+                           "(mean, variance, moving-average factor)")
+    # Caffe stores running sums: BatchNormLayer::Forward_cpu multiplies mean and variance by
+    # 1 / factor, and by 0 when the factor is 0; it adds eps to the variance before the sqrt.
+    factor = float(blobs[2].flatten()[0])
+    scale = 0.0 if factor == 0 else 1.0 / factor
+    mean = blobs[0].flatten().double() * scale
+    var = blobs[1].flatten().double() * scale + layer.eps - _TORCH_BN_EPS
+    if (var < 0).any():
+        raise WeightsError(f"{where}: BatchNorm layer {layer.name!r} has eps {layer.eps:g} and variances below "
+                           f"{_TORCH_BN_EPS - layer.eps:g}: not representable with PyTorch's eps {_TORCH_BN_EPS:g}")
+    return {prefix + ".running_mean": mean.float(), prefix + ".running_var": var.float()}
+
+
+def caffe_stem_pool(layers: list[CaffeLayer], where: Path) -> tuple[str, str]:
+    """``(stem_pool, note)`` for the model's ``pool1``.
+
+    The MSRA prototxts define it as 3x3 max pooling, stride 2, no padding, and Caffe rounds
+    pooled sizes up: ``stem_pool="caffe"``.  Padding 1 rounded down (``round_mode: FLOOR``) is
+    PyTorch's pooling, ``"torch"``.  Any other pooling is refused; a file that does not record
+    ``pool1`` (only layers with weights kept) gets the MSRA definition, said in the note.
+    """
+    pool1 = next((layer for layer in layers if layer.name == "pool1"), None)
+    if pool1 is None or pool1.pooling is None:
+        return "caffe", "pool1 not recorded: the MSRA prototxts' 3x3/2 max pool, pad 0, rounded up"
+    p = pool1.pooling
+    square_3x3_2 = p.method == _POOL_MAX and not p.global_pooling and p.kernel == (3, 3) and p.stride == (2, 2)
+    if square_3x3_2 and p.pad == (0, 0) and p.ceil:
+        return "caffe", f"pool1 {p.describe()}"
+    if square_3x3_2 and p.pad == (1, 1) and not p.ceil:
+        return "torch", f"pool1 {p.describe()}"
+    raise WeightsError(f"{where}: pool1 is {p.describe()}; resnetlab builds max 3x3/2 with pad 0 rounded up "
+                       "(Caffe's, stem_pool='caffe') or pad 1 rounded down (stem_pool='torch')")
 
 
 def _caffe_mean(path: Path) -> tuple[Any, str]:
@@ -463,17 +569,21 @@ def _caffe_mean(path: Path) -> tuple[Any, str]:
 
 def import_caffe(path: Path, model_name: str | None = None) -> Imported:
     """MSRA ResNet-50/101/152 ``.caffemodel`` (paper's "v1": stride 2 on the first 1x1 of a
-    downsampling block; BGR, 0-255 inputs minus the per-pixel mean of ``ResNet_mean.binaryproto``
-    found beside the model file)."""
-    state, variant = caffe_state_dict(read_caffemodel(path), path)
+    downsampling block; ``pool1`` as the file defines it, ``stem_pool="caffe"`` for the MSRA
+    models; BGR, 0-255 inputs minus the per-pixel mean of ``ResNet_mean.binaryproto`` found
+    beside the model file)."""
+    layers = read_caffemodel(path)
+    state, variant = caffe_state_dict(layers, path)
     if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
         raise WeightsError(f"{path}: no MSRA ResNet layers (conv1, res2a_branch2a, ..., fc1000) found")
     name, kwargs = _resnet_from_keys(state, path, "caffe", variant=variant)
+    kwargs["stem_pool"], pool_note = caffe_stem_pool(layers, path)
     model = _target(model_name, name, path, **kwargs)
     _load(model, state, path)
-    mean, note = _caffe_mean(path)
+    mean, mean_note = _caffe_mean(path)
     # inputs on the 0-255 scale: (x / 255 - mean / 255) / (1 / 255) = x - mean
-    return Imported(model, mean, [1 / 255] * 3, _imagenet_classes(kwargs["num_classes"]), note=note)
+    return Imported(model, mean, [1 / 255] * 3, _imagenet_classes(kwargs["num_classes"]),
+                    note=f"{mean_note}; {pool_note}")
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -26,6 +26,10 @@ PAPER = "He et al. 2015, Table 1"
 Variant = Literal["v1", "v1.5"]
 SHORTCUTS = ("A", "B", "C")
 VARIANTS = ("v1", "v1.5")
+StemPool = Literal["torch", "caffe"]
+STEM_POOLS = ("torch", "caffe")
+#: ``planes`` of conv2_x..conv5_x in paper Table 1
+IMAGENET_WIDTHS = (64, 128, 256, 512)
 
 #: paper Table 1 stage names -> module names (torchvision's keys)
 STAGE_NAMES = {"conv2_x": "layer1", "conv3_x": "layer2", "conv4_x": "layer3", "conv5_x": "layer4"}
@@ -149,6 +153,9 @@ class ResNet(nn.Module):
         variant: where a downsampling bottleneck strides, ``"v1"`` (paper) or ``"v1.5"``.
         stem: ``"imagenet"`` (7x7/64 stride 2 conv + 3x3 stride-2 max pool) or ``"cifar"``
             (3x3 conv with ``widths[0]`` filters, section 4.2).
+        stem_pool: the ImageNet stem's max pool: ``"torch"`` (padding 1, sizes rounded down, as
+            torchvision) or ``"caffe"`` (no padding, sizes rounded up: ``pool1`` of the MSRA Caffe
+            models). Both give 56x56 from 112x112, but they pool different windows.
         zero_init_residual: start the last BN of every residual branch at zero (not the paper's).
         in_chans: input channels.
     """
@@ -164,11 +171,15 @@ class ResNet(nn.Module):
         stem: Literal["imagenet", "cifar"] = "imagenet",
         zero_init_residual: bool = False,
         in_chans: int = 3,
+        stem_pool: StemPool = "torch",
     ) -> None:
         super().__init__()
         check_choice("shortcut", shortcut, SHORTCUTS + (None,))
         check_choice("variant", variant, VARIANTS)
         check_choice("stem", stem, ("imagenet", "cifar"))
+        check_choice("stem_pool", stem_pool, STEM_POOLS)
+        if stem == "cifar" and stem_pool != "torch":
+            raise ConfigError("stem_pool applies to the ImageNet stem only; the CIFAR stem has no max pool")
         if len(layers) != len(widths) or any(n < 1 for n in layers):
             raise ConfigError(f"layers {tuple(layers)} must be positive and match widths {tuple(widths)}")
         self.block = block
@@ -181,7 +192,14 @@ class ResNet(nn.Module):
             self.conv1 = conv3x3(in_chans, self.in_planes)
         self.bn1 = nn.BatchNorm2d(self.in_planes)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        if stem == "cifar":
+            self.maxpool: nn.Module = nn.Identity()
+        elif stem_pool == "caffe":
+            # pool1 of the MSRA prototxts: kernel 3, stride 2, no padding; Caffe rounds the
+            # pooled size up, ceil((H - 3) / 2) + 1, which is PyTorch's ceil_mode.
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
+        else:
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.stage_names: list[str] = []
         #: module name -> the paper's Table 1 stage name (ImageNet nets only)
         self.paper_stage_names = {v: k for k, v in STAGE_NAMES.items()} if stem == "imagenet" else {}
@@ -256,19 +274,30 @@ def resnet(
     variant: Variant = "v1",
     zero_init_residual: bool = False,
     in_chans: int = 3,
+    stem_pool: StemPool = "torch",
+    widths: Sequence[int] = IMAGENET_WIDTHS,
 ) -> ResNet:
-    """ImageNet ResNet of paper Table 1 (``depth`` in 18, 34, 50, 101, 152)."""
+    """ImageNet ResNet of paper Table 1 (``depth`` in 18, 34, 50, 101, 152).
+
+    ``stem_pool="caffe"`` is the MSRA Caffe models' ``pool1`` (see :class:`ResNet`); ``widths``
+    narrows (or widens) the four stages, Table 1's ``(64, 128, 256, 512)`` by default.
+    """
     if depth not in IMAGENET_STAGES:
         raise ConfigError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, got {depth!r}")
+    if not (isinstance(widths, (list, tuple)) and len(widths) == 4
+            and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+        raise ConfigError(f"widths must be four positive integers (conv2_x..conv5_x), got {widths!r}")
     block, layers = IMAGENET_STAGES[depth]
     return ResNet(
         block,
         layers,
+        widths=tuple(widths),
         num_classes=num_classes,
         shortcut=shortcut,
         variant=variant,
         zero_init_residual=zero_init_residual,
         in_chans=in_chans,
+        stem_pool=stem_pool,
     )
 
 
@@ -277,9 +306,12 @@ def plain(
     num_classes: int = 1000,
     variant: Variant = "v1",
     in_chans: int = 3,
+    stem_pool: StemPool = "torch",
+    widths: Sequence[int] = IMAGENET_WIDTHS,
 ) -> ResNet:
     """The plain twin of :func:`resnet`: the same stacks with no shortcuts (section 4.1)."""
-    return resnet(depth, num_classes=num_classes, shortcut=None, variant=variant, in_chans=in_chans)
+    return resnet(depth, num_classes=num_classes, shortcut=None, variant=variant, in_chans=in_chans,
+                  stem_pool=stem_pool, widths=widths)
 
 
 for _depth in IMAGENET_STAGES:
