@@ -15,10 +15,6 @@ from resnetlab.data import CIFAR10_CLASSES, holdout_split, open_dataset, open_tr
 from resnetlab.data import images as images_mod
 from resnetlab.errors import DataError
 
-# torchvision 0.29 flags its decoders as deprecated (torchcodec); resnetlab silences it, pytest re-enables it
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
-
-
 @pytest.fixture(autouse=True)
 def _private_cache(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The shared 50k-image copy uses the real cache (~/.cache/resnetlab): decoded once per machine.

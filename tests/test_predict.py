@@ -1,4 +1,4 @@
-"""`resnetlab predict`: any image size, EXIF orientation, grey/CMYK/RGBA/16-bit, non-images refused."""
+"""`resnetlab predict`: any image size and mode, non-images refused, the same pixels as training and eval."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from PIL import Image
 
 from resnetlab import create_model
 from resnetlab.cli import main
-from resnetlab.errors import DataError
-from resnetlab.predict import predict, read_photo
-from resnetlab.weights import save_weights
+from resnetlab.data import decode_image, open_dataset
+from resnetlab.data.transforms import normalize
+from resnetlab.evaluate import Member, center_view, probabilities
+from resnetlab.predict import predict
+from resnetlab.weights import load_weights, save_weights
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -45,25 +47,39 @@ def photos(tmp_path_factory):
     return d
 
 
-def test_read_photo_modes(photos):
-    assert read_photo(photos / "wide.jpg").shape == (3, 60, 100)
-    grey = read_photo(photos / "grey.png")
-    assert grey.shape == (3, 60, 100) and torch.equal(grey[0], grey[2])
-    cmyk = read_photo(photos / "cmyk.jpg")
-    assert cmyk[2, :, 60:].float().mean() > 200 and cmyk[0, :, 60:].float().mean() < 50  # blue stays blue
-    assert read_photo(photos / "clear.png").min() == 255  # transparent -> white
-    deep = read_photo(photos / "deep.png")
-    assert deep.dtype == torch.uint8 and deep.max() > 200 and deep.min() < 5  # 16 bits scaled, not clipped
-    rotated = read_photo(photos / "rotated.jpg")
-    assert rotated.shape == (3, 100, 60)  # upright: the EXIF rotation is applied
-    assert rotated[2, 70:, :].float().mean() > 200  # the blue right half is now at the bottom
+def test_train_eval_and_predict_see_the_same_pixels(weights, photos, tmp_path, monkeypatch):
+    """One decoder: an EXIF-rotated photo is upright for the lazy image-folder set (training),
+    the CIFAR-folder decode, evaluation and predict alike."""
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "f" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "f" / "train" / "cat" / "rotated.jpg").write_bytes((photos / "rotated.jpg").read_bytes())
+    upright = decode_image(photos / "rotated.jpg")
+    assert upright.shape == (3, 100, 60)  # stored 60 x 100, shown rotated
+    train = open_dataset(f"folder={tmp_path / 'f'}", "train")
+    assert train.images is None and torch.equal(train[0][0], upright)
 
+    model, meta = load_weights(weights)
+    (result,) = predict(weights, [photos / "rotated.jpg"], top_k=10, device="cpu")
+    predicted = torch.tensor([hit["prob"] for hit in sorted(result["top"], key=lambda h: h["index"])])
+    (evaluated, _), = probabilities([Member(model, meta.mean, meta.std, meta.input_size)], train, protocol="center",
+                                    num_workers=0)
+    torch.testing.assert_close(evaluated[0], predicted, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        by_hand = model(normalize(center_view(upright, 32)[None], meta.mean, meta.std)).softmax(1)[0]
+    torch.testing.assert_close(predicted, by_hand, rtol=1e-6, atol=1e-7)
 
-def test_not_an_image_names_the_file(photos):
-    with pytest.raises(DataError, match="notes.jpg: not a readable image"):
-        read_photo(photos / "notes.jpg")
-    with pytest.raises(DataError, match="absent.png: no such file"):
-        read_photo(photos / "absent.png")
+    small = tmp_path / "c10" / "train"
+    for i, name in enumerate(CLASSES):
+        (small / name).mkdir(parents=True)
+        Image.fromarray(np.full((32, 32, 3), 20 * i, dtype=np.uint8)).save(small / name / "0.png")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    corner = np.zeros((32, 32, 3), dtype=np.uint8)
+    corner[:4, :4] = 255
+    Image.fromarray(corner).save(small / "cat" / "0.jpg", exif=exif, quality=100)
+    cifar = open_dataset(f"cifar10={small.parent}", "train")
+    assert torch.equal(cifar.images[cifar.targets.tolist().index(3)], decode_image(small / "cat" / "0.jpg"))
+    assert decode_image(small / "cat" / "0.jpg")[:, 28:, :4].float().mean() > 200  # top-left corner now bottom-left
 
 
 def test_predict_top5_any_size(weights, photos):

@@ -1,34 +1,39 @@
-"""Image files: scanning ``<class>/*`` folders, safe decoding, and the decoded-image cache.
+"""Image files: scanning ``<class>/*`` folders, the one image decoder, and the decoded-image cache.
+
+:func:`decode_image` is the only decoder: image folders (training and evaluation), the
+batched CIFAR-folder decode and ``resnetlab predict`` all see the same pixels for the same
+file. It decodes with Pillow (torchvision 0.29 deprecates its own decoders), applies the EXIF
+orientation, and turns every mode into 8-bit RGB: greyscale and palette images are expanded,
+CMYK converted, 16-bit images scaled (not clipped) to 8 bits, and transparent pixels composited
+onto white.
 
 Every failure a user's files can cause is a :class:`DataError` naming the path: a missing or
 empty folder, a file that is not an image, a truncated image, or a decompression bomb (an
 image larger than :data:`MAX_IMAGE_PIXELS`, checked from the header before any pixel is
-decoded).
+decoded). Callers that skip bad images (training with ``skip_bad_images``) catch it and count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import PIL
 import torch
-import torchvision.io as tvio
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import DataError
 from ..files import atomic_save
 
-# torchvision 0.29 marks its decoders deprecated in favour of torchcodec; they remain the fast
-# batched JPEG path we want, so the notice (one per call) is silenced here only.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
-
 __all__ = [
+    "DECODER_VERSION",
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
     "scan_image_folder",
@@ -43,6 +48,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 #: Largest image (width x height) that is decoded; bigger ones are refused as decompression
 #: bombs. Pillow's default (89.5 Mpixel); set ``RESNETLAB_MAX_IMAGE_PIXELS`` to change it.
 MAX_IMAGE_PIXELS = int(os.environ.get("RESNETLAB_MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS or 89478485))
+
+#: Names the decoder in the decoded-image cache key: a cache written by another decoder (an
+#: earlier resnetlab, torchvision's decoder, another Pillow) is never reused. Bump it whenever
+#: :func:`decode_image` would give other pixels for the same file.
+DECODER_VERSION = f"resnetlab-pillow-2/pillow-{PIL.__version__}"
+
+#: Modes whose transparency is composited onto white.
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+#: Threads of the batched decode (Pillow releases the GIL while it decodes pixels).
+_DECODE_THREADS = min(4, os.cpu_count() or 1)
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]]:
@@ -74,100 +89,90 @@ def scan_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]
     return classes, paths, targets
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from a JPEG's start-of-frame marker, or None if ``data`` is no JPEG.
-
-    Walks the marker segments (ITU T.81, B.1): a fast path that keeps Pillow's slower header
-    parser out of the 50,000-image CIFAR load.
-    """
-    if data[:2] != b"\xff\xd8":
-        return None
-    i, n = 2, len(data)
-    while i + 9 < n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
-            height, width = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-            return width, height
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
-
-
-def _check_header(data: bytes, path: str | Path) -> None:
-    """Refuse non-images and decompression bombs from the header alone (no pixels decoded)."""
-    size = _jpeg_size(data)
-    if size is None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is below
-                with Image.open(io.BytesIO(data)) as im:
-                    size = im.size
-        except Image.DecompressionBombError:  # beyond twice Pillow's own limit
-            raise DataError(f"{path}: image too large (decompression bomb?)") from None
-        except Exception as exc:  # Pillow raises many types for junk files
-            raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
-    width, height = size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise DataError(f"{path}: image of {width}x{height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
-                        f"(decompression bomb?); raise RESNETLAB_MAX_IMAGE_PIXELS to allow it")
-
-
 def _read(path: str | Path) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an image") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _decode_bytes(data: bytes, path: str | Path) -> torch.Tensor:
+def _open(data: bytes, path: str | Path) -> Image.Image:
+    """Pillow's lazy open (the header only, no pixels decoded), refusing non-images and
+    decompression bombs."""
     try:
-        return tvio.decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=tvio.ImageReadMode.RGB)
-    except RuntimeError:
-        pass
-    # torchvision's decoders cover JPEG/PNG/GIF/WEBP; Pillow reads the rest (BMP, TIFF, ...)
-    # and reports truncated files.
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            array = np.asarray(im.convert("RGB"))
-    except Exception as exc:
-        raise DataError(f"{path}: corrupt or truncated image ({exc.__class__.__name__}: {exc})") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is below
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # beyond twice Pillow's own limit
+        raise DataError(f"{path}: image too large (decompression bomb?)") from None
+    except Exception as exc:  # Pillow raises many types for junk files
+        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise DataError(f"{path}: image of {width}x{height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
+                        f"(decompression bomb?); raise RESNETLAB_MAX_IMAGE_PIXELS to allow it")
+    return image
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """The pixels of an opened image as an upright ``H x W x 3`` uint8 RGB array."""
+    ImageOps.exif_transpose(image, in_place=True)  # decodes; upright as a viewer shows it
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    elif image.mode.startswith("I"):  # 16-bit (I;16*) or 32-bit integer greyscale
+        # scale 0..65535 to 0..255: convert("RGB") would clip everything above 255 to white
+        grey = np.clip(np.asarray(image, dtype=np.float64) / 257, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _decode_array(path: str | Path) -> np.ndarray:
+    """:func:`decode_image` as an ``H x W x 3`` array."""
+    with _open(_read(path), path) as image:
+        try:
+            return _to_rgb(image)
+        except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError ... for damaged data
+            raise DataError(f"{path}: corrupt or truncated image ({exc.__class__.__name__}: {exc})") from None
 
 
 def decode_image(path: str | Path) -> torch.Tensor:
-    """Decode one image file to a uint8 RGB tensor ``3 x H x W``; :class:`DataError` names bad files."""
-    data = _read(path)
-    _check_header(data, path)
-    return _decode_bytes(data, path)
+    """Decode one image file to an upright uint8 RGB tensor ``3 x H x W``.
+
+    The one decoder of resnetlab (see the module docstring for what it does with EXIF
+    orientation, modes and transparency); :class:`DataError` names a bad file.
+    """
+    return torch.from_numpy(np.ascontiguousarray(_decode_array(path).transpose(2, 0, 1)))
 
 
 def decode_images(paths: Sequence[str], size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Decode many same-sized images into one uint8 tensor ``N x 3 x H x W``.
+    """Decode many same-sized images with :func:`decode_image` into one uint8 tensor ``N x 3 x H x W``.
 
-    JPEGs are decoded in one batched torchvision call; a file of another size than the first
-    (or than ``size``) is a :class:`DataError` naming it.
+    A file of another size than the first (or than ``size``, ``(H, W)``) is a :class:`DataError`
+    naming it.
     """
     if not paths:
         raise DataError("no images to decode")
-    blobs = [_read(p) for p in paths]
-    for blob, path in zip(blobs, paths):
-        _check_header(blob, path)
+    pool = ThreadPoolExecutor(_DECODE_THREADS)
     try:
-        decoded = tvio.decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs],
-                                   mode=tvio.ImageReadMode.RGB)
-    except RuntimeError:  # not all JPEG, or one is corrupt: decode one by one to name the file
-        decoded = [_decode_bytes(b, p) for b, p in zip(blobs, paths)]
-    expected = tuple(size) if size is not None else tuple(decoded[0].shape[1:])
-    for image, path in zip(decoded, paths):
-        if tuple(image.shape[1:]) != expected:
-            raise DataError(f"{path}: image is {image.shape[2]}x{image.shape[1]}, expected "
-                            f"{expected[1]}x{expected[0]} like the rest of the data set")
-    return torch.stack(decoded)
+        arrays = pool.map(_decode_array, paths)
+        first = next(arrays)
+        expected = tuple(size) if size is not None else first.shape[:2]
+        out = np.empty((len(paths), *expected, 3), dtype=np.uint8)
+        for i, (array, path) in enumerate(zip(itertools.chain([first], arrays), paths)):
+            if array.shape[:2] != expected:
+                raise DataError(f"{path}: image is {array.shape[1]}x{array.shape[0]}, expected "
+                                f"{expected[1]}x{expected[0]} like the rest of the data set")
+            out[i] = array
+    finally:
+        pool.shutdown(cancel_futures=True)  # a bad file stops the decode of the rest
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 def cache_dir() -> Path:
@@ -180,9 +185,10 @@ def cache_dir() -> Path:
 
 
 def _fingerprint(paths: Sequence[str], targets: Sequence[int]) -> str:
-    """Hash of every file's name (relative to the data set's root), size, mtime and label: any
-    change gives a new key, while the same files extracted elsewhere (mtimes kept) share one."""
-    digest = hashlib.sha256()
+    """Hash of the decoder (:data:`DECODER_VERSION`) and of every file's name (relative to the
+    data set's root), size, mtime and label: any change gives a new key, while the same files
+    extracted elsewhere (mtimes kept) share one."""
+    digest = hashlib.sha256(f"{DECODER_VERSION}\n".encode())
     root = os.path.dirname(os.path.dirname(os.path.abspath(paths[0])))  # root/<class>/<file>
     for path, target in zip(paths, targets):
         st = os.stat(path)
@@ -192,8 +198,8 @@ def _fingerprint(paths: Sequence[str], targets: Sequence[int]) -> str:
 
 
 def cached_decode(paths: Sequence[str], targets: Sequence[int], size: tuple[int, int] | None = None) -> torch.Tensor:
-    """:func:`decode_images`, memoised on disk under :func:`cache_dir`, keyed by the files'
-    names, sizes, mtimes and labels (see :func:`_fingerprint`).
+    """:func:`decode_images`, memoised on disk under :func:`cache_dir`, keyed by the decoder and
+    the files' names, sizes, mtimes and labels (see :func:`_fingerprint`).
 
     The cache is a plain ``.npy`` array (read with ``allow_pickle=False``), written atomically;
     an unwritable cache folder only costs the decode next time.
@@ -207,6 +213,7 @@ def cached_decode(paths: Sequence[str], targets: Sequence[int], size: tuple[int,
         except (OSError, ValueError):
             pass  # a damaged cache entry is rebuilt below
     images = decode_images(paths, size)
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a bare name
             np.save(f, images.numpy(), allow_pickle=False)
