@@ -8,7 +8,6 @@ as attributes (``resnetlab.inference.optimize(...)`` after ``import resnetlab``)
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 from .analysis.complexity import complexity
 from .errors import ConfigError, DataError, ResnetlabError, UnknownModelError, WeightsError
@@ -24,6 +23,8 @@ __all__ = [
     "complexity",
     "load_weights",
     "save_weights",
+    "save_pretrained",
+    "from_pretrained",
     "ResnetlabError",
     "ConfigError",
     "DataError",
@@ -34,18 +35,26 @@ __all__ = [
 #: public submodules that ``import resnetlab`` does not load; ``resnetlab.NAME`` imports them on first use
 SUBMODULES = (
     "analysis", "bench", "cli", "config", "constants", "data", "demo", "device", "docs", "errors", "evaluate",
-    "export", "files", "importers", "inference", "models", "paper", "predict", "recipes", "registry", "report",
+    "export", "files", "hub", "importers", "inference", "models", "paper", "predict", "recipes", "registry", "report",
     "reproduce", "runfolder", "train", "weights",
 )
 
 
-def __getattr__(name: str) -> ModuleType:
-    """``resnetlab.inference`` and the other public submodules, imported when first used."""
+#: public functions of application modules, loaded with their module on first use (``resnetlab.hub``
+#: reads ``resnetlab.evaluate``, which imports torchvision: ``import resnetlab`` stays light)
+LAZY_FUNCTIONS = {"save_pretrained": "hub", "from_pretrained": "hub"}
+
+
+def __getattr__(name: str) -> object:
+    """``resnetlab.inference`` and the other public submodules, imported when first used; likewise
+    the functions of :data:`LAZY_FUNCTIONS`."""
     if name in SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(f".{LAZY_FUNCTIONS[name]}", __name__), name)
     raise AttributeError(f"module 'resnetlab' has no attribute {name!r}; public names: "
                          f"{', '.join(__all__)}; submodules: {', '.join(SUBMODULES)}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(SUBMODULES))
+    return sorted(set(globals()) | set(SUBMODULES) | set(LAZY_FUNCTIONS))

@@ -1,7 +1,8 @@
-"""Export a weights file for deployment: ONNX (dynamic batch axis) or TorchScript.
+"""Export a weights file for deployment: ONNX (dynamic batch axis), TorchScript, or a model-hub folder.
 
-Both carry the weights file's metadata (normalization, input size, class names): ONNX as
-``metadata_props``, TorchScript as the extra file ``resnetlab.json``.  ONNX needs the
+All carry the weights file's metadata (normalization, input size, class names): ONNX as
+``metadata_props``, TorchScript as the extra file ``resnetlab.json``, a hub folder
+(:mod:`resnetlab.hub`) in ``model.safetensors``, ``config.json`` and its model card.  ONNX needs the
 ``onnx`` extra (``pip install 'resnetlab[onnx]'``); with onnxruntime installed the exported
 graph is run once and compared with PyTorch.
 """
@@ -19,11 +20,12 @@ from torch import nn
 
 from .errors import ConfigError
 from .files import atomic_save
+from .hub import from_pretrained, save_pretrained
 from .weights import WeightsMeta, load_weights
 
 __all__ = ["FORMATS", "export", "onnx_max_abs_diff", "to_onnx"]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "hub")
 #: opset of the exported ONNX graph (supported by onnxruntime >= 1.18)
 ONNX_OPSET = 18
 
@@ -89,7 +91,7 @@ def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, x: torch.Tensor
 
 
 def export(weights: str | os.PathLike, fmt: str, out: str | os.PathLike) -> dict[str, Any]:
-    """Export the weights file ``weights`` as ``fmt`` (``onnx`` or ``torchscript``) to ``out``.
+    """Export the weights file ``weights`` as ``fmt`` (``onnx``, ``torchscript`` or ``hub``: a folder) to ``out``.
 
     Returns ``{"model", "format", "out", "max_abs_diff"}``: the output difference against
     PyTorch on a batch of 3 random inputs (a batch size other than the traced one, which
@@ -109,6 +111,11 @@ def export(weights: str | os.PathLike, fmt: str, out: str | os.PathLike) -> dict
         if fmt == "onnx":
             to_onnx(model, _example(meta), out, meta.to_metadata())
             diff = onnx_max_abs_diff(out, model, x)
+        elif fmt == "hub":
+            save_pretrained(model, out, meta)
+            rebuilt, _ = from_pretrained(out)
+            with torch.inference_mode():
+                diff = float((rebuilt(x) - model(x)).abs().max())
         else:
             _export_torchscript(model, meta, out)
             with torch.inference_mode():
