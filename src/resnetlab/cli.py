@@ -11,7 +11,19 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
-from .errors import ResnetlabError
+from . import __version__
+from .analysis.complexity import describe
+from .bench import bench_infer, bench_train, format_table, record
+from .config import parse_overrides
+from .errors import ConfigError, ResnetlabError
+from .evaluate import PROTOCOLS, run_eval
+from .export import FORMATS, export
+from .importers import IMPORTERS, import_weights
+from .predict import predict
+from .registry import list_models, model_info
+from .report import write_report
+from .reproduce import run_experiment
+from .train import train_recipe
 
 # Each subcommand is a pair: add_<name>(subparsers) builds its parser and sets func=<handler>.
 _COMMANDS: list[Callable[[Any], None]] = []
@@ -39,8 +51,6 @@ def add_list(sub: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from .registry import list_models, model_info
-
     names = list_models(args.pattern)
     if args.json:
         _print_json(names)
@@ -61,8 +71,6 @@ def add_info(sub: Any) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from .analysis.complexity import describe
-
     info = describe(args.model, args.overrides, args.input_size)
     if args.json:
         _print_json(info)
@@ -86,14 +94,20 @@ def add_train(sub: Any) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe fields, e.g. model=cifar_resnet56 lr=0.05")
     p.add_argument("--data", default=None, help="digits, cifar10=PATH, cifar100=PATH, imagenet=PATH, folder=PATH, synthetic")
     p.add_argument("--out", default=None, help="run folder (default runs/RECIPE)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (its config.json gives recipe settings and data)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (the same as device=...)")
     p.set_defaults(func=cmd_train)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from .train import train_recipe
+def _with_device(overrides: list[str], device: str | None) -> list[str]:
+    """``--device D`` is the override ``device=D`` (given both ways, it is refused as given twice)."""
+    return overrides + ([f"device={device}"] if device is not None else [])
 
-    result = train_recipe(args.recipe, args.overrides, data=args.data, out_dir=args.out, resume=args.resume)
+
+def cmd_train(args: argparse.Namespace) -> None:
+    result = train_recipe(args.recipe, _with_device(args.overrides, args.device), data=args.data, out_dir=args.out,
+                          resume=args.resume)
     if result.interrupted:
         print(f"resnetlab: stopped at step {result.step}/{result.iterations}; checkpoint saved. "
               f"Continue with: resnetlab train {args.recipe} ... --out {result.out_dir} --resume", file=sys.stderr)
@@ -115,13 +129,12 @@ def add_reproduce(sub: Any) -> None:
                    help="shorten or adjust: iterations=2000 depths=[20,56] seeds=[0,1] train_subset=5000 device=cuda")
     p.add_argument("--data", default=None, help="NAME=PATH, e.g. cifar10=/data/cifar10 (digits for a smoke run)")
     p.add_argument("--out", default=None, help="output root (default runs/reproduce)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps for the training runs")
     p.set_defaults(func=cmd_reproduce)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from .reproduce import run_experiment
-
-    folder = run_experiment(args.experiment, args.overrides, data=args.data, out=args.out)
+    folder = run_experiment(args.experiment, _with_device(args.overrides, args.device), data=args.data, out=args.out)
     print((folder / "table.md").read_text(), end="")
     print(f"written: {folder}")
 
@@ -135,8 +148,6 @@ def add_report(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
-
     print(f"written: {write_report(args.out, args.results)}")
 
 
@@ -145,8 +156,6 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 @command
 def add_eval(sub: Any) -> None:
-    from .evaluate import PROTOCOLS
-
     p = sub.add_parser("eval", help="evaluate a weights file (or a model name, random weights) on a data set; "
                        "several: their ensemble (softmax averaged over views, then models)")
     p.add_argument("target", nargs="+", metavar="MODEL_OR_WEIGHTS")
@@ -162,8 +171,6 @@ def add_eval(sub: Any) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import run_eval
-
     result = run_eval(args.target, args.data, split=args.split, protocol=args.protocol, batch_size=args.batch_size,
                       device=args.device, out_dir=args.out)
     if not args.json:
@@ -175,8 +182,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 @command
 def add_import(sub: Any) -> None:
-    from .importers import IMPORTERS
-
     p = sub.add_parser("import", help="convert a foreign checkpoint into a resnetlab weights file")
     p.add_argument("source", choices=list(IMPORTERS))
     p.add_argument("file")
@@ -186,8 +191,6 @@ def add_import(sub: Any) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from .importers import import_weights
-
     meta = import_weights(args.source, args.file, args.out, model=args.model)
     print(f"{args.out}: {meta.model} {meta.kwargs}, {len(meta.classes)} classes, input {list(meta.input_size)}, "
           f"source {meta.source}")
@@ -195,8 +198,6 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 @command
 def add_export(sub: Any) -> None:
-    from .export import FORMATS
-
     p = sub.add_parser("export", help="export a weights file to ONNX or TorchScript")
     p.add_argument("weights")
     p.add_argument("--format", choices=FORMATS, required=True)
@@ -205,8 +206,6 @@ def add_export(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export
-
     result = export(args.weights, args.format, args.out)
     diff = result["max_abs_diff"]
     check = "not checked (install onnxruntime)" if diff is None else f"max |diff| vs PyTorch {diff:.2e}"
@@ -225,8 +224,6 @@ def add_predict(sub: Any) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import predict
-
     results = predict(args.weights, args.images, top_k=args.top, device=args.device)
     if args.json:
         _print_json(results)
@@ -265,10 +262,6 @@ def add_bench(sub: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import bench_infer, bench_train, format_table, record
-    from .config import parse_overrides
-    from .errors import ConfigError
-
     timing = dict(device=args.device, repeats=args.repeats, warmup=args.warmup, min_time=args.min_time,
                   threads=args.threads)
     if args.batch_size is not None:
@@ -292,13 +285,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(format_table(result))
 
 
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``resnetlab`` argument parser."""
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="resnetlab",
         description="Deep residual networks (He et al. 2015): models, training, evaluation, reproduction.",
@@ -310,10 +303,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; options and ``key=value`` words may come in any order after the
+    command (``train paper_cifar --data X model=cifar_resnet56``): the command's own arguments are
+    parsed intermixed (argparse's top-level intermixed parsing does not support sub-commands)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    own = argv[argv.index(args.command) + 1:]
+    return commands[args.command].parse_intermixed_args(own, namespace=argparse.Namespace(command=args.command))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     try:
         args.func(args)
     except ResnetlabError as exc:
