@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from .data.transforms import normalize
+from .data.transforms import center_view, normalize, resize_side
 from .device import resolve_device
 from .errors import ConfigError, DataError
 from .registry import create_model, model_info
@@ -50,8 +50,6 @@ __all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "Member", "evaluate", "probabilities
 PROTOCOLS = ("full", "center", "10crop", "multiscale")
 #: shorter sides of the multi-scale fully-convolutional test (section 3.4, Table 4)
 MULTISCALE_SIDES = (224, 256, 384, 480, 640)
-#: resize side : crop side of the single- and 10-crop tests (256 : 224, section 3.4)
-RESIZE_RATIO = 256 / 224
 #: pixels one forward pass may hold, in units of 224x224 images per ``batch_size``
 _PIXELS_PER_IMAGE = 224 * 224
 
@@ -94,20 +92,6 @@ class _Views(Dataset):
         if self.protocol in ("full", "multiscale"):
             return (image,), int(target)
         return tuple(crop_views(image, self.protocol, crop) for crop in self.crops), int(target)
-
-
-def resize_side(crop: int) -> int:
-    """Shorter side an image is resized to before cropping ``crop``: 256 for 224 (section 3.4);
-    small-image models (CIFAR-size, trained on whole images) crop nothing away."""
-    return round(crop * RESIZE_RATIO) if crop > 64 else crop
-
-
-def center_view(image: torch.Tensor, crop: int) -> torch.Tensor:
-    """The single-crop test view of a uint8 image: shorter side to :func:`resize_side`, central
-    ``crop`` x ``crop``."""
-    if tuple(image.shape[-2:]) != (crop, crop):
-        image = TF.resize(image, [resize_side(crop)], antialias=True)
-    return TF.center_crop(image, [crop])
 
 
 def crop_views(image: torch.Tensor, protocol: str, crop: int) -> torch.Tensor:

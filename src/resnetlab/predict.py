@@ -16,10 +16,9 @@ from typing import Any, Sequence
 import torch
 
 from .data.images import decode_image
-from .data.transforms import normalize
+from .data.transforms import center_view, normalize
 from .device import resolve_device
 from .errors import ConfigError
-from .evaluate import center_view
 from .weights import load_weights
 
 __all__ = ["predict"]
