@@ -402,7 +402,7 @@ def test_batchnorm_and_scale_semantics_refused_where_unrepresentable(tmp_path):
     del scale.blobs[1]  # bias_term: true with one blob is not a Caffe file
     bn.blobs[1].CopyFrom(_blob(np.ones(2)))
     path.write_bytes(net.SerializeToString())
-    with pytest.raises(WeightsError, match="Scale layer 'scale_conv1' has bias_term: true but 1 blobs"):
+    with pytest.raises(WeightsError, match="Scale layer 'scale_conv1' has bias_term: true but 1 blob$"):
         import_weights("caffe", path, tmp_path / "o.safetensors")
     del bn.blobs[2]
     path.write_bytes(net.SerializeToString())

@@ -499,7 +499,7 @@ def caffe_state_dict(layers: list[CaffeLayer], where: Path) -> tuple[StateDict, 
         else:
             if layer.scale_bias is not None and len(blobs) != 1 + layer.scale_bias:
                 raise WeightsError(f"{where}: Scale layer {layer.name!r} has bias_term: {str(layer.scale_bias).lower()} "
-                                   f"but {len(blobs)} blobs")
+                                   f"but {len(blobs)} blob{'s' if len(blobs) != 1 else ''}")
             state[prefix + ".weight"] = blobs[0].flatten()
             state[prefix + ".bias"] = blobs[1].flatten() if len(blobs) > 1 else torch.zeros_like(blobs[0].flatten())
     for key in [k for k in state if k.endswith(".running_mean")]:
