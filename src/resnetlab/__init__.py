@@ -41,7 +41,8 @@ SUBMODULES = (
 
 
 #: public functions of application modules, loaded with their module on first use (``resnetlab.hub``
-#: reads ``resnetlab.evaluate``, which imports torchvision: ``import resnetlab`` stays light)
+#: reads ``resnetlab.evaluate`` and the data transforms, which import torchvision: ``import resnetlab``
+#: stays light)
 LAZY_FUNCTIONS = {"save_pretrained": "hub", "from_pretrained": "hub"}
 
 

@@ -25,8 +25,9 @@ from torch import nn
 
 from .analysis.complexity import complexity
 from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .data.transforms import resize_side
 from .errors import ConfigError, WeightsError
-from .evaluate import default_protocol, resize_side
+from .evaluate import default_protocol
 from .files import atomic_write_text
 from .models.resnet import IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
 from .registry import model_info
