@@ -1,0 +1,400 @@
+"""Detection data: COCO ``instances_*.json``, the Pascal VOC layout, and the synthetic ``shapes`` set.
+
+Every reader gives a :class:`DetectionSet`: class names (label 0 is the background, as
+torchvision's detectors count), and one :class:`DetectionRecord` per image with its boxes as
+``[x1, y1, x2, y2]`` in pixels of the original image (continuous coordinates: a box covers
+``x1 <= x < x2``).  ``--data`` specs: ``coco=PATH`` (``PATH/annotations/instances_{split}.json``
+and the images it names, under ``PATH/{split}/``, ``PATH/{split}2017/`` or relative to ``PATH``),
+``voc=PATH`` (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/{split}.txt``; a folder holding
+``VOC2007/`` etc. is searched too) and ``shapes`` (generated once into the cache folder).
+
+A corrupt image or annotation is one :class:`DataError` naming the file, or, with
+``skip_bad_images=True``, the item is skipped and counted in :attr:`DetectionSet.skipped`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..data.images import cache_dir, decode_image
+from ..errors import DataError
+from ..files import atomic_write_text
+
+__all__ = [
+    "DetectionRecord",
+    "DetectionSet",
+    "DETECTION_DATA",
+    "SHAPES_CLASSES",
+    "open_detection_data",
+    "parse_detection_data",
+    "read_coco",
+    "read_voc",
+    "make_shapes",
+    "shapes_image",
+    "write_coco",
+    "collate",
+]
+
+#: ``--data`` names of ``resnetlab detect`` and whether they take ``=PATH``
+DETECTION_DATA = {"coco": True, "voc": True, "shapes": False}
+#: the 20 Pascal VOC classes in the devkit's order
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+#: classes of the synthetic shapes set (label 1..4); colours are drawn independently of the class
+SHAPES_CLASSES = ("circle", "square", "triangle", "star")
+#: shapes set: image side, images per split, version of the generator (part of the cache key)
+SHAPES_SIDE = 128
+SHAPES_SPLITS = {"train": 800, "val": 200}
+SHAPES_VERSION = 1
+
+
+@dataclass
+class DetectionRecord:
+    """One image and its objects: ``boxes`` N x 4 (x1, y1, x2, y2 pixels), ``labels`` in 1..K,
+    ``iscrowd`` (COCO crowd regions) and ``difficult`` (VOC), both ignored by the metrics."""
+
+    image_id: int
+    path: str
+    width: int
+    height: int
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    iscrowd: torch.Tensor
+    difficult: torch.Tensor
+
+
+@dataclass
+class DetectionSet(torch.utils.data.Dataset):
+    """A detection data set: ``dataset[i]`` is ``(uint8 image 3 x H x W, target dict)``, the
+    target holding ``boxes``, ``labels``, ``image_id`` (torchvision's detection format)."""
+
+    name: str
+    split: str
+    classes: list[str]
+    records: list[DetectionRecord]
+    skipped: int = 0
+    skip_bad_images: bool = False
+    #: COCO category id of each label 1..K (identity for VOC and shapes)
+    category_ids: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Decode image ``index``; a file that is not the size its annotation says is a DataError."""
+        rec = self.records[index]
+        image = decode_image(rec.path)
+        if tuple(image.shape[1:]) != (rec.height, rec.width):
+            raise DataError(f"{rec.path}: image is {image.shape[2]}x{image.shape[1]}, its annotation says "
+                            f"{rec.width}x{rec.height}")
+        keep = rec.iscrowd == 0
+        target = {"boxes": rec.boxes[keep].clone(), "labels": rec.labels[keep].clone(),
+                  "image_id": torch.tensor(rec.image_id)}
+        return image, target
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        """:meth:`load`; with ``skip_bad_images`` a corrupt image gives ``None`` and is counted."""
+        try:
+            return self.load(index)
+        except DataError:
+            if not self.skip_bad_images:
+                raise
+            self.skipped += 1
+            return None
+
+    def coco_ground_truth(self) -> dict[str, Any]:
+        """The set as a COCO ``instances`` dict (boxes ``[x, y, w, h]``), for pycocotools.
+        VOC ``difficult`` objects become ``iscrowd=1`` regions: a detection on them is neither
+        a true nor a false positive, the closest COCO has to VOC's "ignored"."""
+        images, annotations = [], []
+        for rec in self.records:
+            images.append({"id": rec.image_id, "width": rec.width, "height": rec.height,
+                           "file_name": os.path.basename(rec.path)})
+            for box, label, crowd, hard in zip(rec.boxes.tolist(), rec.labels.tolist(), rec.iscrowd.tolist(),
+                                               rec.difficult.tolist()):
+                x1, y1, x2, y2 = box
+                annotations.append({"id": len(annotations) + 1, "image_id": rec.image_id, "category_id": label,
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                                    "iscrowd": int(crowd or hard)})
+        categories = [{"id": i + 1, "name": c} for i, c in enumerate(self.classes)]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def collate(items: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Detection batches are lists (images differ in size)."""
+    return [i[0] for i in items], [i[1] for i in items]
+
+
+def _record(image_id: int, path: Path, width: int, height: int, objects: list[tuple], where: str) -> DetectionRecord:
+    """Check ``objects`` ``(x1, y1, x2, y2, label, iscrowd, difficult)`` against the image size."""
+    for x1, y1, x2, y2, *_ in objects:
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+            raise DataError(f"{where}: box {[x1, y1, x2, y2]} is empty or not finite")
+    boxes = torch.tensor([o[:4] for o in objects], dtype=torch.float32).reshape(-1, 4)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    return DetectionRecord(
+        image_id, str(path), width, height, boxes,
+        torch.tensor([o[4] for o in objects], dtype=torch.int64),
+        torch.tensor([o[5] for o in objects], dtype=torch.uint8),
+        torch.tensor([o[6] for o in objects], dtype=torch.uint8),
+    )
+
+
+def read_coco(root: str | os.PathLike, split: str, skip_bad_images: bool = False, name: str = "coco") -> DetectionSet:
+    """``root/annotations/instances_{split}.json`` (also ``instances_{split}2017.json``) and its images."""
+    root = Path(root)
+    candidates = [root / "annotations" / f"instances_{s}.json" for s in (split, f"{split}2017", f"{split}2014")]
+    ann_path = next((p for p in candidates if p.is_file()), None)
+    if ann_path is None:
+        raise DataError(f"{root}: no annotations/instances_{split}.json (a COCO folder holds "
+                        f"annotations/instances_{{train,val}}.json and the images they name)")
+    try:
+        data = json.loads(ann_path.read_text())
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        images = data["images"]
+        anns = data.get("annotations", [])
+        cat_ids = [int(c["id"]) for c in categories]
+        classes = [str(c["name"]) for c in categories]
+        label_of = {cid: i + 1 for i, cid in enumerate(cat_ids)}
+        by_image: dict[int, list[tuple]] = {int(im["id"]): [] for im in images}
+        bad_ann = 0
+        for a in anns:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            obj = (x, y, x + w, y + h, label_of[int(a["category_id"])], int(a.get("iscrowd", 0)), 0)
+            if w <= 0 or h <= 0 or not all(math.isfinite(v) for v in (x, y, w, h)):
+                if not skip_bad_images:
+                    raise DataError(f"{ann_path}: annotation {a.get('id')} has the empty or non-finite box {a['bbox']}")
+                bad_ann += 1
+                continue
+            by_image[int(a["image_id"])].append(obj)
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{ann_path}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+    folders = [root / split, root / f"{split}2017", root / f"{split}2014", root / "images" / split, root]
+    records = []
+    for im in images:
+        rel = str(im["file_name"])
+        path = next((f / rel for f in folders if (f / rel).is_file()), folders[0] / rel)
+        try:
+            records.append(_record(int(im["id"]), path, int(im["width"]), int(im["height"]),
+                                   by_image[int(im["id"])], f"{ann_path} (image {im['id']})"))
+        except DataError:
+            if not skip_bad_images:
+                raise
+            bad_ann += 1
+    return DetectionSet(name, split, classes, records, skipped=bad_ann, skip_bad_images=skip_bad_images,
+                        category_ids=cat_ids)
+
+
+def _voc_root(root: Path) -> Path:
+    if (root / "Annotations").is_dir():
+        return root
+    for sub in ("VOC2007", "VOC2012", "VOCdevkit/VOC2007", "VOCdevkit/VOC2012"):
+        if (root / sub / "Annotations").is_dir():
+            return root / sub
+    raise DataError(f"{root}: not a Pascal VOC folder (expected Annotations/, JPEGImages/, ImageSets/Main/)")
+
+
+def read_voc(root: str | os.PathLike, split: str, skip_bad_images: bool = False) -> DetectionSet:
+    """The VOC layout: ``ImageSets/Main/{split}.txt`` lists the ids; ``Annotations/{id}.xml`` their objects.
+
+    VOC boxes are 1-based inclusive pixel indices; ``(xmin - 1, ymin - 1, xmax, ymax)`` is the same
+    box in continuous coordinates, so areas and overlaps here equal the devkit's ``+1`` formulas.
+    """
+    root = _voc_root(Path(root))
+    listing = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not listing.is_file():
+        raise DataError(f"{root}: no ImageSets/Main/{split}.txt")
+    ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    label_of = {c: i + 1 for i, c in enumerate(VOC_CLASSES)}
+    records, bad = [], 0
+    for index, image_name in enumerate(ids):
+        xml_path = root / "Annotations" / f"{image_name}.xml"
+        try:
+            try:
+                tree = ET.parse(xml_path).getroot()
+                size = tree.find("size")
+                width, height = int(size.findtext("width")), int(size.findtext("height"))
+                objects = []
+                for obj in tree.iter("object"):
+                    cls = obj.findtext("name").strip()
+                    if cls not in label_of:
+                        raise DataError(f"{xml_path}: unknown VOC class {cls!r}")
+                    bb = obj.find("bndbox")
+                    x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+                    objects.append((x1 - 1, y1 - 1, x2, y2, label_of[cls], 0, int(obj.findtext("difficult") or 0)))
+            except DataError:
+                raise
+            except (OSError, ET.ParseError, AttributeError, TypeError, ValueError) as exc:
+                raise DataError(f"{xml_path}: unreadable VOC annotation ({type(exc).__name__}: {exc})") from None
+            records.append(_record(index, root / "JPEGImages" / f"{image_name}.jpg", width, height, objects,
+                                   str(xml_path)))
+        except DataError:
+            if not skip_bad_images:
+                raise
+            bad += 1
+    return DetectionSet("voc", split, list(VOC_CLASSES), records, skipped=bad, skip_bad_images=skip_bad_images,
+                        category_ids=list(range(1, len(VOC_CLASSES) + 1)))
+
+
+# ----------------------------------------------------------------------------- synthetic shapes
+
+
+def _background(rng: np.random.Generator, side: int) -> np.ndarray:
+    """A textured background: two random colours mixed by sinusoidal stripes and blobs, plus noise."""
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    mix = np.zeros((side, side), np.float32)
+    for _ in range(3):
+        fx, fy, phase = rng.uniform(-12, 12), rng.uniform(-12, 12), rng.uniform(0, 2 * np.pi)
+        mix += np.sin(2 * np.pi * (fx * xx + fy * yy) + phase)
+    mix = (mix - mix.min()) / (np.ptp(mix) + 1e-6)
+    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    image = a[None, None] * mix[..., None] + b[None, None] * (1 - mix[..., None])
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    if kind == "square":
+        corners = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
+        return [(cx + r * x, cy + r * y) for x, y in corners]
+    if kind == "triangle":
+        return [(cx + r * math.cos(angle + k * 2 * math.pi / 3), cy + r * math.sin(angle + k * 2 * math.pi / 3))
+                for k in range(3)]
+    # star: 5 points, inner radius 0.45 r
+    return [(cx + (r if k % 2 == 0 else 0.45 * r) * math.cos(angle + k * math.pi / 5),
+             cy + (r if k % 2 == 0 else 0.45 * r) * math.sin(angle + k * math.pi / 5)) for k in range(10)]
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def shapes_image(seed: int, index: int, side: int = SHAPES_SIDE) -> tuple[Image.Image, list[tuple]]:
+    """One image: 1-4 filled shapes of random class, colour (independent of the class), size and
+    place on a textured background; shapes may overlap (box IoU up to 0.3, later ones in front)."""
+    rng = np.random.default_rng([seed, index])
+    image = Image.fromarray(_background(rng, side))
+    draw = ImageDraw.Draw(image)
+    objects: list[tuple] = []
+    for _ in range(int(rng.integers(1, 5))):
+        for _attempt in range(20):
+            label = int(rng.integers(len(SHAPES_CLASSES)))
+            r = float(rng.uniform(0.09, 0.25) * side)
+            cx, cy = (float(v) for v in rng.uniform(r, side - r, 2))
+            angle = float(rng.uniform(0, 2 * np.pi))
+            kind = SHAPES_CLASSES[label]
+            points = None if kind == "circle" else _shape_polygon(kind, cx, cy, r, angle)
+            if points is None:
+                box = [cx - r, cy - r, cx + r, cy + r]
+            else:
+                xs, ys = [p[0] for p in points], [p[1] for p in points]
+                box = [min(xs), min(ys), max(xs), max(ys)]
+            if all(_iou(box, o[:4]) <= 0.3 for o in objects):
+                break
+        else:
+            continue
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if points is None:
+            draw.ellipse(box, fill=colour)
+        else:
+            draw.polygon(points, fill=colour)
+        objects.append((*box, label + 1, 0, 0))
+    return image, objects
+
+
+def write_coco(root: Path, split: str, items: Sequence[tuple[Image.Image, list[tuple]]], classes: Sequence[str],
+               first_id: int = 0, description: str = "") -> None:
+    """Write ``items`` (PIL image, objects ``(x1, y1, x2, y2, label, iscrowd, difficult)``) as
+    ``root/split/NNNNNN.jpg`` and ``root/annotations/instances_{split}.json`` (the ``coco=PATH`` layout)."""
+    (root / split).mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i, (image, objects) in enumerate(items):
+        name = f"{i:06d}.jpg"
+        image.save(root / split / name, quality=92)
+        images.append({"id": first_id + i, "file_name": name, "width": image.width, "height": image.height})
+        for x1, y1, x2, y2, label, crowd, _ in objects:
+            annotations.append({"id": len(annotations) + 1, "image_id": first_id + i, "category_id": label,
+                                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                                "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": crowd})
+    body = {"info": {"description": description}, "images": images, "annotations": annotations,
+            "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+    atomic_write_text(root / "annotations" / f"instances_{split}.json", json.dumps(body))
+
+
+def make_shapes(seed: int = 0, root: str | os.PathLike | None = None) -> Path:
+    """Generate the shapes set (deterministic in ``seed``) as JPEG files and COCO JSON, once.
+
+    Written to ``root`` (default ``cache_dir()/shapes/v{VERSION}-seed{seed}``) in the ``coco=PATH``
+    layout: ``train/``, ``val/``, ``annotations/instances_{train,val}.json``.  The folder is built
+    in a temporary sibling and renamed into place, so a crash never leaves half a data set.
+    """
+    root = Path(root) if root is not None else cache_dir() / "shapes" / f"v{SHAPES_VERSION}-seed{seed}"
+    if (root / "annotations" / "instances_val.json").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        for split_index, (split, count) in enumerate(SHAPES_SPLITS.items()):
+            items = [shapes_image(seed, split_index * 1_000_000 + i) for i in range(count)]
+            write_coco(tmp, split, items, SHAPES_CLASSES, first_id=split_index * 1_000_000,
+                       description=f"resnetlab synthetic shapes v{SHAPES_VERSION}, seed {seed}")
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def parse_detection_data(spec: str) -> tuple[str, Path | None]:
+    """``"coco=/data/coco"`` -> ``("coco", Path(...))``; an unknown name or a missing path is a DataError."""
+    name, sep, path = spec.partition("=")
+    name = name.strip().lower()
+    if name not in DETECTION_DATA:
+        raise DataError(f"unknown detection data {spec!r}; expected coco=PATH, voc=PATH or shapes")
+    if DETECTION_DATA[name] and not path:
+        raise DataError(f"--data {name} needs a path: {name}=PATH")
+    if not DETECTION_DATA[name] and sep:
+        raise DataError(f"--data {name} takes no path")
+    return name, Path(path).expanduser() if path else None
+
+
+def open_detection_data(spec: str, split: str, skip_bad_images: bool = False) -> DetectionSet:
+    """The ``split`` of the detection data named by ``spec`` (``coco=PATH``, ``voc=PATH``, ``shapes``:
+    the shapes set of seed 0, generated on first use).  Annotations are checked here;
+    images when they are read (:meth:`DetectionSet.__getitem__`).
+    """
+    name, path = parse_detection_data(spec)
+    if name == "voc":
+        data = read_voc(path, split, skip_bad_images)
+    elif name == "coco":
+        if not path.is_dir():
+            raise DataError(f"COCO folder not found: {path}")
+        data = read_coco(path, split, skip_bad_images)
+    else:
+        data = read_coco(make_shapes(0), split, skip_bad_images, name="shapes")
+    if not data.records:
+        raise DataError(f"{spec} {split}: no images")
+    return data

@@ -1,0 +1,334 @@
+"""Detection: the C4/FPN detectors, data readers, shapes, metrics (VOC07 by hand, COCO vs
+pycocotools), recipes, and the train -> eval -> predict -> export path on a tiny detector."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import FrozenBatchNorm2d
+
+import resnetlab
+from resnetlab.cli import main
+from resnetlab.detection import create_detector, list_detectors
+from resnetlab.detection.data import (SHAPES_CLASSES, make_shapes, open_detection_data, read_coco, read_voc,
+                                      shapes_image, write_coco)
+from resnetlab.detection import engine
+from resnetlab.detection.engine import train_detector
+from resnetlab.detection.metrics import coco_map, coco_results, voc07_ap
+from resnetlab.detection.recipes import DETECT_RECIPES, get_detect_recipe
+from resnetlab.errors import ConfigError, DataError, UnknownModelError, WeightsError
+
+# a tiny backbone: CIFAR ResNet-8 (conv1, three stages at strides 1/2/4): trunk = conv1..layer2, head = layer3
+TINY = ["backbone=cifar_resnet", 'backbone_kwargs={"depth": 8}', "trainable_stages=4", "min_size=64",
+        "max_size=64", "anchor_sizes=[16,32,64]", "roi_output_size=8", "rpn_post_nms_top_n_test=30"]
+
+
+@pytest.fixture(scope="module")
+def tiny_coco(tmp_path_factory):
+    """A COCO folder of 12 train and 4 val shapes images at 64x64."""
+    root = tmp_path_factory.mktemp("coco")
+    for split, first in (("train", 0), ("val", 100)):
+        count = 12 if split == "train" else 4
+        write_coco(root, split, [shapes_image(3, first + i, side=64) for i in range(count)], SHAPES_CLASSES)
+    return root
+
+
+# ----------------------------------------------------------------------------- detectors
+
+
+def test_registered_detectors():
+    assert {"fasterrcnn_resnet101_c4", "fasterrcnn_resnet50_c4", "fasterrcnn_resnet18_c4",
+            "fasterrcnn_resnet50_fpn"} <= set(list_detectors())
+    with pytest.raises(UnknownModelError, match="unknown detector"):
+        create_detector("fasterrcnn_resnet7", 3)
+    with pytest.raises(ConfigError, match="num_classes"):
+        create_detector("fasterrcnn_resnet18_c4", 0)
+
+
+def test_c4_is_the_papers_design():
+    det = create_detector("fasterrcnn_resnet18_c4", 5, min_size=64, max_size=96)
+    trunk, head = det.backbone, det.roi_heads.box_head
+    # conv1..conv4_x shared at stride 16; conv5_x (first block striding) + global average pool per region
+    assert trunk.reduction == 16 and trunk.out_channels == 256 and len(trunk.body) == 4
+    assert head.stage.layer4[0].conv1.stride == (2, 2) and head.out_channels == 512
+    assert det.roi_heads.box_predictor.cls_score.out_features == 6  # 5 classes + background
+    assert det.roi_heads.box_predictor.bbox_pred.out_features == 24
+    assert det.rpn.anchor_generator.num_anchors_per_location() == [9]  # 3 scales x 3 ratios
+    assert det.transform.min_size == (64,) and det.transform.max_size == 96
+    # BN is a constant scale and shift everywhere; conv1 and conv2_x are frozen
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in det.modules())
+    assert sum(isinstance(m, FrozenBatchNorm2d) for m in det.modules()) > 10
+    frozen = [n for n, p in det.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("backbone.body.0.", "backbone.body.1.")) for n in frozen)
+    assert any(p.requires_grad for p in trunk.body[2].parameters())
+    full = create_detector("fasterrcnn_resnet18_c4", 5, trainable_stages=5)
+    assert all(p.requires_grad for p in full.parameters())
+    assert type(create_detector("fasterrcnn_resnet18_c4", 5, roi_pool="roialign").roi_heads.box_roi_pool).__name__ == "C4RoIPool"
+    with pytest.raises(ConfigError, match="trainable_stages"):
+        create_detector("fasterrcnn_resnet18_c4", 5, trainable_stages=6)
+    with pytest.raises(ConfigError, match="roi_pool"):
+        create_detector("fasterrcnn_resnet18_c4", 5, roi_pool="max")
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_c4_forward_train_and_eval(align):
+    det = create_detector("fasterrcnn_resnet18_c4", 2, roi_pool="roialign" if align else "roipool", min_size=96,
+                          max_size=128, anchor_sizes=(16, 32, 64), rpn_post_nms_top_n_test=20,
+                          rpn_post_nms_top_n_train=40, box_batch_size_per_image=16)
+    images = [torch.rand(3, 96, 128), torch.rand(3, 80, 100)]
+    targets = [{"boxes": torch.tensor([[10.0, 10, 50, 60]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    losses = det.train()(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    out = det.eval()(images)
+    assert len(out) == 2 and out[0]["boxes"].shape[1] == 4
+    assert (out[1]["boxes"][:, 2] <= 100 + 1e-3).all()  # original pixels of the second image
+
+
+def test_fpn_and_other_backbones():
+    fpn = create_detector("fasterrcnn_resnet50_fpn", 3, min_size=64, max_size=64)
+    assert fpn.backbone.body.feature_info.reduction() == [4, 8, 16, 32]
+    assert fpn.rpn.anchor_generator.num_anchors_per_location() == [3] * 5
+    out = fpn.eval()([torch.rand(3, 64, 64)])
+    assert out[0]["boxes"].shape[1] == 4
+    vgg = create_detector("fasterrcnn_resnet18_c4", 3, backbone="vgg11", frozen_bn=False)
+    assert vgg.backbone.reduction == 16 and vgg.backbone.out_channels == 512
+    with pytest.raises(ConfigError, match="alexnet"):
+        create_detector("fasterrcnn_resnet18_c4", 3, backbone="alexnet")
+
+
+def test_backbone_weights_fit_or_are_refused(tmp_path):
+    net = resnetlab.create_model("resnet18", num_classes=10)
+    path = tmp_path / "r18.safetensors"
+    resnetlab.save_weights(net, path, mean=[0.1, 0.2, 0.3], std=[0.4, 0.5, 0.6])
+    det = create_detector("fasterrcnn_resnet18_c4", 3, backbone_weights=path)
+    assert det.transform.image_mean == pytest.approx([0.1, 0.2, 0.3])  # the file's normalization
+    assert torch.equal(det.backbone.body[0].conv1.weight, net.conv1.weight)
+    bn = det.backbone.body[0].bn1
+    assert isinstance(bn, FrozenBatchNorm2d) and torch.equal(bn.running_var, net.bn1.running_var)
+    with pytest.raises(WeightsError, match="holds resnet18"):
+        create_detector("fasterrcnn_resnet50_c4", 3, backbone_weights=path)
+    with pytest.raises(WeightsError, match="variant"):
+        create_detector("fasterrcnn_resnet18_c4", 3, backbone_weights=path, backbone_kwargs={"variant": "v1.5"})
+    with pytest.raises(ConfigError, match="image_mean"):
+        create_detector("fasterrcnn_resnet18_c4", 3, backbone_weights=path, image_mean=[0.5] * 3)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_coco_reader_and_bad_files(tiny_coco, tmp_path):
+    data = read_coco(tiny_coco, "train")
+    assert len(data) == 12 and data.classes == list(SHAPES_CLASSES)
+    image, target = data[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 64, 64)
+    assert target["boxes"].shape[1] == 4 and (target["labels"] >= 1).all()
+    # a corrupt image: one clear error, or skipped and counted
+    root = tmp_path / "bad"
+    write_coco(root, "val", [shapes_image(0, i, side=64) for i in range(3)], SHAPES_CLASSES)
+    (root / "val" / "000001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="000001.jpg"):
+        read_coco(root, "val")[1]
+    lenient = read_coco(root, "val", skip_bad_images=True)
+    assert lenient[1] is None and lenient.skipped == 1
+    # a corrupt annotation
+    (root / "annotations" / "instances_val.json").write_text('{"images": [')
+    with pytest.raises(DataError, match="not a COCO instances file"):
+        read_coco(root, "val")
+    with pytest.raises(DataError, match="instances_test"):
+        read_coco(root, "test")
+    with pytest.raises(DataError, match="unknown detection data"):
+        open_detection_data("cifar10=x", "val")
+
+
+VOC_XML = """<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>
+<object><name>dog</name><difficult>0</difficult><bndbox><xmin>11</xmin><ymin>21</ymin><xmax>40</xmax><ymax>50</ymax></bndbox></object>
+<object><name>cat</name><difficult>1</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>10</ymax></bndbox></object>
+</annotation>"""
+
+
+def test_voc_reader(tmp_path):
+    root = tmp_path / "VOCdevkit" / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    shapes_image(0, 0, side=64)[0].save(root / "JPEGImages" / "000005.jpg")
+    (root / "Annotations" / "000005.xml").write_text(VOC_XML.format(w=64, h=64))
+    (root / "Annotations" / "000007.xml").write_text("<annotation><size>")
+    (root / "ImageSets" / "Main" / "test.txt").write_text("000005\n")
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n000007\n")
+    data = read_voc(tmp_path, "test")
+    rec = data.records[0]
+    assert data.classes[7] == "cat" and rec.labels.tolist() == [12, 8]
+    assert rec.boxes[0].tolist() == [10, 20, 40, 50]  # 1-based inclusive -> continuous
+    assert rec.difficult.tolist() == [0, 1]
+    with pytest.raises(DataError, match="000007.xml"):
+        read_voc(tmp_path, "trainval")
+    assert read_voc(tmp_path, "trainval", skip_bad_images=True).skipped == 1
+
+
+def test_shapes_are_deterministic_and_not_solvable_by_colour(tmp_path, monkeypatch):
+    a, objs_a = shapes_image(7, 3)
+    b, objs_b = shapes_image(7, 3)
+    assert np.array_equal(np.asarray(a), np.asarray(b)) and objs_a == objs_b
+    assert not np.array_equal(np.asarray(a), np.asarray(shapes_image(8, 3)[0]))
+    # the fill colour is drawn independently of the class: a colour classifier is at chance
+    colours, labels = [], []
+    for i in range(160):
+        image, objects = shapes_image(1, i)
+        pixels = np.asarray(image, dtype=np.float64)
+        for x1, y1, x2, y2, label, *_ in objects:
+            cx, cy = int((x1 + x2) / 2), int((y1 + y2) / 2)
+            colours.append(pixels[cy, cx])
+            labels.append(label)
+    colours, labels = np.array(colours), np.array(labels)
+    from sklearn.neighbors import KNeighborsClassifier
+
+    half = len(labels) // 2
+    knn = KNeighborsClassifier(15).fit(colours[:half], labels[:half])
+    accuracy = (knn.predict(colours[half:]) == labels[half:]).mean()
+    assert len(set(labels.tolist())) == 4 and accuracy < 0.4  # chance is 0.25
+    # the generated set: real JPEG files and a COCO JSON, the same from the same seed
+    monkeypatch.setattr("resnetlab.detection.data.SHAPES_SPLITS", {"train": 3, "val": 2})
+    root = make_shapes(5, tmp_path / "s1")
+    again = make_shapes(5, tmp_path / "s2")
+    assert (root / "train" / "000000.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert (root / "annotations/instances_val.json").read_text() == (again / "annotations/instances_val.json").read_text()
+    assert len(read_coco(root, "train")) == 3
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _voc(gt, difficult, dets, scores):
+    return voc07_ap([np.array(g, float).reshape(-1, 4) for g in gt], [np.array(d, bool) for d in difficult],
+                    [np.array(d, float).reshape(-1, 4) for d in dets], [np.array(s, float) for s in scores])
+
+
+def test_voc07_ap_by_hand():
+    box = [0, 0, 10, 10]
+    # one object, one perfect detection: precision 1 at every recall -> AP 1
+    assert _voc([[box]], [[0]], [[box]], [[0.9]]) == pytest.approx(1.0)
+    # two objects; detections: hit (0.9), miss (0.8), hit (0.7). Recall 0.5 at precision 1, recall 1 at
+    # precision 2/3: points 0..0.5 (6 of them) have 1, points 0.6..1 (5) have 2/3 -> (6 + 5 * 2/3) / 11
+    gt = [[box, [20, 20, 30, 30]]]
+    dets = [[box, [50, 50, 60, 60], [20, 20, 30, 30]]]
+    assert _voc(gt, [[0, 0]], dets, [[0.9, 0.8, 0.7]]) == pytest.approx((6 + 5 * 2 / 3) / 11)
+    # a duplicate detection of a matched object is a false positive: (6 + 5 * 2/3) / 11 again
+    dets = [[box, [0, 0, 10, 10.5], [20, 20, 30, 30]]]
+    assert _voc(gt, [[0, 0]], dets, [[0.9, 0.8, 0.7]]) == pytest.approx((6 + 5 * 2 / 3) / 11)
+    # a detection on a difficult object counts as nothing, and difficult objects are not positives
+    assert _voc(gt, [[0, 1]], dets[:1] and [[box, [20, 20, 30, 30]]], [[0.5, 0.9]]) == pytest.approx(1.0)
+    # IoU must exceed 0.5: a box covering half the object (IoU 0.5) is a miss -> AP 0
+    assert _voc([[box]], [[0]], [[[0, 0, 10, 5]]], [[0.9]]) == 0.0
+    # half of two objects found, at the top: recall 0.5 -> 6 of 11 points
+    assert _voc(gt, [[0, 0]], [[box]], [[0.9]]) == pytest.approx(6 / 11)
+    assert np.isnan(_voc([[]], [[]], [[box]], [[0.9]]))
+
+
+def test_coco_map_equals_pycocotools(tiny_coco, tmp_path):
+    """resnetlab's numbers and pycocotools' own loadRes/COCOeval path agree exactly."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    data = read_coco(tiny_coco, "val")
+    rng = random.Random(0)
+    detections = []
+    for rec in data.records:
+        boxes = [[v + rng.uniform(-4, 4) for v in b] for b in rec.boxes.tolist()]
+        boxes += [[rng.uniform(0, 30), rng.uniform(0, 30), rng.uniform(34, 64), rng.uniform(34, 64)] for _ in range(3)]
+        labels = rec.labels.tolist() + [rng.randint(1, 4) for _ in range(3)]
+        labels[0] = labels[0] % 4 + 1 if len(labels) > 4 else labels[0]
+        detections.append({"boxes": torch.tensor(boxes), "scores": torch.tensor([rng.random() for _ in boxes]),
+                           "labels": torch.tensor(labels)})
+    ours = coco_map(data, detections)
+    gt = COCO(str(tiny_coco / "annotations" / "instances_val.json"))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(coco_results(data, detections)))
+    ev = COCOeval(gt, gt.loadRes(str(results)), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ours == {"map": ev.stats[0], "map50": ev.stats[1], "map75": ev.stats[2]}
+    assert 0 < ours["map"] < ours["map50"] <= 1
+
+
+# ----------------------------------------------------------------------------- recipes, training, CLI
+
+
+def test_recipes_are_data():
+    voc = get_detect_recipe("paper_voc")
+    assert (voc.lr, voc.milestones, voc.iterations, voc.momentum, voc.weight_decay) == (0.001, (60_000,), 80_000, 0.9, 0.0005)
+    coco = get_detect_recipe("paper_coco")
+    assert (coco.milestones, coco.iterations) == ((240_000,), 320_000)
+    assert (voc.min_size, voc.max_size, voc.anchor_sizes, voc.model) == (600, 1000, (128, 256, 512), "fasterrcnn_resnet101_c4")
+    assert all(citation for _, citation in DETECT_RECIPES.values())
+    assert get_detect_recipe("shapes_demo", ["lr=0.5", "seed=3", "min_size=100"]).lr == 0.5
+    with pytest.raises(ConfigError, match="unknown key"):
+        get_detect_recipe("shapes_demo", ["learning_rate=0.1"])
+    with pytest.raises(ConfigError, match="min_size"):
+        get_detect_recipe("shapes_demo", ["min_size=2000"])
+
+
+def test_training_resumes_exactly(tiny_coco, tmp_path, monkeypatch):
+    args = TINY + ["batch_size=2", "log_every=1", "checkpoint_every=3", "lr=0.01", "warmup_iterations=0",
+                   "iterations=4"]
+    data = f"coco={tiny_coco}"
+    whole = train_detector("shapes_demo", args, data=data, out_dir=tmp_path / "a", progress=False)
+    real = engine._learning_rate
+
+    def ctrl_c_at_step_2(cfg, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(cfg, step)
+
+    monkeypatch.setattr(engine, "_learning_rate", ctrl_c_at_step_2)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C: the checkpoint of step 2 is written, then it stops
+        train_detector("shapes_demo", args, data=data, out_dir=tmp_path / "b", progress=False)
+    monkeypatch.setattr(engine, "_learning_rate", real)
+    assert not (tmp_path / "b" / "final.safetensors").exists()
+    train_detector("shapes_demo", args, data=data, out_dir=tmp_path / "b", resume=True, progress=False)
+    a = resnetlab.detection.load_detector(whole.weights)[0].state_dict()
+    b = resnetlab.detection.load_detector(tmp_path / "b" / "final.safetensors")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "train_loss" in r] == [1, 2, 3, 4]
+
+
+def test_train_eval_predict_export_cli(tiny_coco, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = TINY + ["batch_size=2", "iterations=20", "log_every=2", "lr=0.02", "warmup_iterations=2",
+                   "milestones=[16]", "checkpoint_every=20"]
+    assert main(["detect", "train", "shapes_demo", *args, "--data", f"coco={tiny_coco}", "--out", str(run)]) == 0
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "final.safetensors", "curves.png"):
+        assert (run / name).is_file(), name
+    losses = [json.loads(x)["train_loss"] for x in (run / "metrics.jsonl").read_text().splitlines()
+              if "train_loss" in x]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])  # the loss falls
+    capsys.readouterr()
+    weights = str(run / "final.safetensors")
+    assert main(["detect", "eval", weights, "--data", f"coco={tiny_coco}", "--split", "val", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"model", "dataset", "split", "n_images", "map", "map50", "map75"} <= set(result)
+    assert result["n_images"] == 4 and 0 <= result["map"] <= result["map50"] <= 1
+    image = tiny_coco / "val" / "000000.jpg"
+    drawn = tmp_path / "drawn"
+    assert main(["detect", "predict", weights, str(image), "--json", "--score-threshold", "0", "--out", str(drawn)]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    pred = json.loads(line)
+    assert pred["image"] == str(image) and len(pred["boxes"]) == len(pred["labels"]) == len(pred["scores"])
+    assert all(0 <= v <= 64 for b in pred["boxes"] for v in b) and set(pred["labels"]) <= set(SHAPES_CLASSES)
+    assert (drawn / "000000.png").read_bytes()[:4] == b"\x89PNG"
+    out = tmp_path / "det.pt"
+    assert main(["detect", "export", weights, "--format", "torchscript", "-o", str(out)]) == 0
+    assert "max |box diff|" in capsys.readouterr().out
+    scripted = torch.jit.load(str(out))
+    assert scripted([torch.rand(3, 64, 80)])[1][0]["boxes"].shape[1] == 4
+    # mistakes: one line on stderr, exit code 2
+    assert main(["detect", "eval", str(image), "--data", f"coco={tiny_coco}"]) == 2
+    assert main(["detect", "train", "shapes_demo", "bogus=1", "--data", "shapes", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown key" in capsys.readouterr().err
