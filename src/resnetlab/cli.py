@@ -15,6 +15,7 @@ from . import __version__
 from .analysis.complexity import describe
 from .bench import bench_infer, bench_train, format_table, record
 from .config import parse_overrides
+from .detection.cli import add_detect
 from .errors import ConfigError, ResnetlabError
 from .evaluate import PROTOCOLS, run_eval
 from .export import FORMATS, export
@@ -285,6 +286,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(format_table(result))
 
 
+command(add_detect)  # resnetlab detect train|eval|predict|export: detection/cli.py
 
 
 # ----------------------------------------------------------------------------- entry point
