@@ -35,12 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
 
+from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .data import open_dataset
 from .data.transforms import center_view, normalize, resize_side
 from .device import resolve_device
 from .errors import ConfigError, DataError
 from .registry import create_model, model_info
-from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .weights import WeightsMeta, load_weights
 
 __all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "Member", "evaluate", "probabilities", "check_same_classes", "center_view", "crop_views",
@@ -346,8 +348,6 @@ def evaluate(
     n_total = len(dataset)  # type: ignore[arg-type]
     if n_total == 0:
         raise DataError("the data set is empty")
-    from tqdm import tqdm
-
     correct1 = correct5 = seen = 0
     confusion: torch.Tensor | None = None
     start = time.perf_counter()
@@ -391,7 +391,7 @@ def write_report(out_dir: str | os.PathLike, confusion: torch.Tensor, classes: S
                  result: dict[str, Any]) -> None:
     """Write ``per_class.json`` (accuracy and count of every class), ``eval.json`` and
     ``confusion.png`` (rows: true class, columns: predicted, normalised per row) into ``out_dir``."""
-    import matplotlib
+    import matplotlib  # heavy (about a second); only the report files need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -463,8 +463,6 @@ def run_eval(
     refused (count) or warned about (names) on stderr.  The protocol defaults to the models'
     common default (:func:`default_protocol`).
     """
-    from .data import open_dataset
-
     names = [str(targets)] if isinstance(targets, (str, os.PathLike)) else [str(t) for t in targets]
     if not names:
         raise ConfigError("no model or weights file to evaluate")
