@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from ..config import apply_overrides
 from ..data import parse_data_spec
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
+from ..machine import describe
 from ..recipes import RESULT_NEUTRAL_KEYS, TrainConfig, get_recipe, result_changes
 from ..registry import model_info
 from ..train import train
@@ -220,14 +220,6 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def hardware() -> dict[str, Any]:
-    """What ran an experiment: the run environment (:func:`resnetlab.runfolder.environment`:
-    versions, device, threads, git commit) plus the CPU model, its cores and the load average."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return dict(runfolder.environment(resolve_device("auto"), 1), cpu=cpu, cpu_count=os.cpu_count(),
-                # the CPU may be shared: the load average says how much of it this run had
-                load_avg_1min=round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None)
+    """What ran an experiment (:func:`resnetlab.machine.describe` on the device ``auto`` picks:
+    versions, CPU model, threads, GPU, load average, git commit)."""
+    return describe(resolve_device("auto"))
