@@ -180,6 +180,27 @@ def test_schedules() -> None:
     assert plateau.plateau_factor == pytest.approx(0.1) and plateau.lr(99) == pytest.approx(0.01)
 
 
+def test_warmup_window_survives_a_checkpoint() -> None:
+    """A checkpoint inside a warm-up window keeps the window's counts: the decision at the end of
+    the window is the uninterrupted one (steps 0-5 all wrong and 6-9 all right: 60 % error over
+    the window, not the 0 % of its last four steps)."""
+    def schedule() -> Schedule:
+        return Schedule(0.1, "multistep", 100, warmup_until_train_error=0.5)
+
+    def feed(s: Schedule, steps: range) -> None:
+        for step in steps:
+            s.record(step, torch.tensor(0 if step < 6 else 10), 10)
+
+    whole = schedule()
+    feed(whole, range(10))
+    first = schedule()
+    feed(first, range(6))
+    resumed = schedule()
+    resumed.load_state_dict(first.state_dict())
+    feed(resumed, range(6, 10))
+    assert not whole.warm and not resumed.warm and resumed.window == whole.window == [0.0, 0.0]
+
+
 def test_batched_crop_flip_matches_per_image() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=gen)
@@ -292,3 +313,47 @@ def test_failed_checkpoint_write_keeps_the_previous_one(reference: Path, tmp_pat
         runfolder.save_checkpoint(target, {"step": 99})
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
     assert runfolder.load_checkpoint(target)["step"] == 8
+
+
+def awkward_config(**changes) -> TrainConfig:
+    """A run whose schedule changes state mid-run: the ResNet-110 warm-up ends at a window check,
+    plateau waits and drops happen, and checkpoints/log lines fall on no common multiple."""
+    return tiny_config(iterations=30, warmup_until_train_error=0.85, schedule="plateau", milestones=(),
+                       plateau_patience=1, eval_every=3, log_every=4, checkpoint_every=7, **changes)
+
+
+def metric_lines(run: Path) -> list[dict]:
+    """metrics.jsonl without the timing fields (they are the only ones allowed to differ)."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "img_s")}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def awkward_reference(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
+    out = tmp_path_factory.mktemp("awkward") / "run"
+    train(awkward_config(), out_dir=out, progress=False)
+    lrs = [r["lr"] for r in metric_lines(out) if "lr" in r]
+    assert lrs[0] == 0.01 and 0.01 not in lrs[-2:]  # the warm-up ended during the run ...
+    assert len({lr for lr in lrs if lr != 0.01}) >= 2  # ... and the plateau rule dropped the lr after it
+    return out
+
+
+@pytest.mark.parametrize("stop_at", [5, 13, 22])  # inside the warm-up window, mid-window after it, mid-plateau
+def test_resume_at_awkward_steps_is_bit_identical(awkward_reference: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, stop_at: int) -> None:
+    lr, fired = Schedule.lr, []
+
+    def lr_and_signal(self, step):
+        if step == stop_at and not fired:
+            fired.append(step)
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the step: the run stops after it
+        return lr(self, step)
+
+    monkeypatch.setattr(Schedule, "lr", lr_and_signal)
+    out = tmp_path / "run"
+    stopped = train(awkward_config(), out_dir=out, progress=False)
+    assert stopped.interrupted and stopped.step == stop_at + 1
+    resumed = train(awkward_config(), out_dir=out, resume=True, progress=False)
+    assert resumed.step == 30 and not resumed.interrupted
+    assert_identical(weights(out), weights(awkward_reference))
+    assert metric_lines(out) == metric_lines(awkward_reference)
