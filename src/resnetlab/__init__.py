@@ -36,7 +36,7 @@ __all__ = [
 SUBMODULES = (
     "analysis", "bench", "cli", "config", "constants", "data", "demo", "device", "docs", "errors", "evaluate",
     "export", "files", "hub", "importers", "inference", "models", "paper", "predict", "recipes", "registry", "report",
-    "reproduce", "runfolder", "train", "weights",
+    "reproduce", "runfolder", "tensorboard", "train", "weights",
 )
 
 
