@@ -357,3 +357,50 @@ def test_resume_at_awkward_steps_is_bit_identical(awkward_reference: Path, tmp_p
     assert resumed.step == 30 and not resumed.interrupted
     assert_identical(weights(out), weights(awkward_reference))
     assert metric_lines(out) == metric_lines(awkward_reference)
+
+
+def test_ddp_ranks_share_validation_and_schedule_decisions(tmp_path: Path) -> None:
+    """2 processes on gloo: each evaluates its half of the validation set, the reduced error is
+    the whole set's, and the plateau rule's decisions are rank 0's on every rank, even when
+    rank 1 is fed other validation errors (it would never drop the lr on its own)."""
+    script = tmp_path / "ddp_plateau.py"
+    script.write_text(REGISTER + textwrap.dedent(f"""
+        import dataclasses, json, os, sys, torch
+        from resnetlab import train as t
+        from resnetlab.recipes import get_recipe
+        rank, out = int(os.environ["RANK"]), sys.argv[1]
+        seen, lrs = [], []
+        evaluate = t.loop.evaluate
+        t.loop.evaluate = lambda model, data, **k: seen.append(len(data)) or evaluate(model, data, **k)
+        observe, fed = t.Schedule.observe, []
+        def skewed(self, err):  # rank 0 sees no improvement (drops), rank 1 always improves (never would)
+            fed.append(err)
+            return observe(self, 0.5 if rank == 0 else 1.0 / (len(fed) + 1))
+        t.Schedule.observe = skewed
+        set_lr = t.TrainState.set_lr
+        t.TrainState.set_lr = lambda self: lrs.append(set_lr(self)) or lrs[-1]
+        cfg = dataclasses.replace(get_recipe("demo"), model={TINY!r}, batch_size=16, iterations=8, milestones=(),
+                                  schedule="plateau", plateau_patience=1, train_subset=64, log_every=2, eval_every=2,
+                                  checkpoint_every=0)
+        result = t.train(cfg, out_dir=out, progress=False)
+        with open(os.path.join(out, f"rank{{rank}}.json"), "w") as f:
+            json.dump({{"lrs": lrs, "seen": seen, "fed": fed, "val_err": result.val_err}}, f)
+        """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rank0, rank1 = (json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["lrs"] == rank1["lrs"] and len(rank0["lrs"]) == 8
+    assert rank0["lrs"][0] == 0.1 and rank0["lrs"][-1] < 0.1 * 0.1 + 1e-12  # dropped twice or more
+    from resnetlab.data import open_train_val
+    from resnetlab.weights import load_weights
+
+    val = open_train_val("digits")[1]
+    assert sorted([rank0["seen"][0], rank1["seen"][0]]) == [len(val) // 2, len(val) - len(val) // 2]
+    assert rank0["fed"] == rank1["fed"]  # both ranks computed the same reduced error ...
+    from resnetlab.evaluate import evaluate
+
+    model, meta = load_weights(tmp_path / "run" / "final.safetensors")
+    whole = evaluate(model, val, protocol="full", mean=meta.mean, std=meta.std, progress=False)
+    assert rank0["val_err"] == pytest.approx(whole["top1_err"], abs=1e-12)  # ... the whole set's, rank 0's weights
