@@ -188,7 +188,7 @@ def bench_infer(
     INT8 is calibrated on random inputs here, so its accuracy is measured elsewhere
     (``benchmarks/int8_accuracy.py``).  ``threads`` sets the CPU threads of both contenders
     (on a CPU shared with other work, fewer threads than cores gives steadier figures).
-    Returns one JSON-ready dict (DESIGN's bench line).
+    Returns one JSON-ready dict: the ``resnetlab bench --json`` line.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")

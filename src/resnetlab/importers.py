@@ -84,7 +84,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
 
 def _torch_load(path: Path) -> Any:
     # weights_only=True: the unpickler only builds tensors and plain containers, so a file
-    # whose pickle would run code on load is refused before anything runs (issue 9).
+    # whose pickle would run code on load is refused before anything runs (torch>=2.6: CVE-2025-32434).
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

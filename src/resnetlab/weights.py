@@ -1,4 +1,4 @@
-"""Weight files: safetensors with the metadata that rebuilds the model (DESIGN "Weight files").
+"""Weight files: safetensors with the metadata that rebuilds the model (the format ``resnetlab import``, ``train`` and ``export`` share).
 
 A weights file holds the state dict as safetensors tensors and, as string metadata,
 ``resnetlab.model`` (registered name), ``resnetlab.kwargs`` (JSON), ``resnetlab.mean`` /

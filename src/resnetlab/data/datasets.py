@@ -1,4 +1,4 @@
-"""Data sets behind DESIGN's ``--data`` names, as one :class:`ImageSet` type.
+"""The data sets that ``--data`` names, as one :class:`ImageSet` type.
 
 ``open_dataset(spec, split)`` with ``spec`` one of ``digits``, ``cifar10=PATH``,
 ``cifar100=PATH``, ``imagenet=PATH``, ``folder=PATH``, ``synthetic`` (or ``synthetic=SIZE``).
@@ -167,7 +167,7 @@ def parse_data_spec(spec: str) -> tuple[str, Path | None]:
 def open_dataset(spec: str, split: str = "train") -> ImageSet:
     """The ``split`` (``train``, ``val`` or ``test``) of the data set named by ``spec``.
 
-    ``spec`` is DESIGN's ``--data`` value. Missing or malformed folders, unreadable files and
+    ``spec`` is a ``--data`` value. Missing or malformed folders, unreadable files and
     unknown names raise :class:`DataError`.
     """
     if split not in SPLITS:
