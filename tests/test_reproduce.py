@@ -105,7 +105,7 @@ def test_shortened_cifar_experiments_end_to_end(tmp_path) -> None:
     for name in ("fig6", "cifar_table6", "fig7"):
         run_experiment(name, short, data="digits", out=tmp_path)
     run_experiment("gradients", short + ["grad_at=[0,4]"], data="digits", out=tmp_path)
-    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())  # beside each: <run>.lock
     # eval_every is in the run's identity (it drives the plateau schedule; not a result-neutral key)
     assert runs == ["cifar_plain20-seed0-digits-it4-batch_size32-eval_every4",
                     "cifar_resnet20-seed0-digits-it4-batch_size32-eval_every4"]
@@ -241,6 +241,14 @@ def test_a_run_is_reused_or_resumed_only_with_the_same_config(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"eval_every: 1 there, 4 wanted"):
         runs.ensure_run(dataclasses.replace(config, eval_every=4), "digits", unfinished, {})
     assert (unfinished / "checkpoint.pt").read_bytes() == b"checkpoint"
+    # a run another process holds (its lock) is not touched, whatever its state
+    import fcntl
+
+    with open(tmp_path / "finished.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="being trained by another process"):
+            runs.ensure_run(config, "digits", finished, {})
+    assert runs.ensure_run(config, "digits", finished, {}) == finished  # released with its holder
     (tmp_path / "stray").mkdir()
     (tmp_path / "stray" / "notes.txt").write_text("x")
     with pytest.raises(ConfigError, match="no readable config.json"):

@@ -8,7 +8,8 @@ compared with the one wanted by :func:`resnetlab.recipes.result_changes`, which 
 :data:`resnetlab.recipes.RESULT_NEUTRAL_KEYS`.  A difference is refused with a
 :class:`~resnetlab.errors.ConfigError` naming every differing key: a run trained on other data
 or with other settings is never read as this one, and never silently trained a second time
-beside it (which would cost hours and hide why).
+beside it (which would cost hours and hide why).  While a command reads or trains a run it
+holds ``<run>.lock`` beside the folder, so two commands on one root never train one run at once.
 
 Whether a run used the paper's recipe is decided once, when the run is created, and written
 into its ``config.json`` as ``provenance`` (:func:`provenance`); :func:`run_summary` and the
@@ -17,12 +18,14 @@ report read it back instead of judging old runs by today's code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl  # POSIX: the run lock (resnetlab trains on Linux)
 import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import runfolder
 from ..config import apply_overrides
@@ -123,30 +126,46 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
                           "this experiment can reuse; delete it or use another --out") from None
 
 
+@contextlib.contextmanager
+def _only_process(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run_dir>.lock`` (an advisory ``flock``, released when the process ends, even if it is
+    killed): two reproduce commands on one root never train, resume or read one run at once."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(run_dir.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{run_dir} is being trained by another process; run this command again when "
+                              "that one has finished") from None
+        yield
+
+
 def ensure_run(config: TrainConfig, data: str, run_dir: Path, made_by: dict[str, Any]) -> Path:
     """``run_dir`` holding a finished run of ``config`` on ``data``: reused when it is finished,
     resumed when it holds a checkpoint, trained when it is new (with ``made_by`` as its
     provenance).  A folder whose saved config differs from ``config`` in a key that changes
-    the result is refused, the differences named, before anything is trained."""
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        changed = result_changes(resolved_config(config, data), _saved_config(run_dir))
-        if changed:
-            diff = "; ".join(f"{k}: {saved!r} there, {wanted!r} wanted" for k, (saved, wanted) in changed.items())
-            raise ConfigError(f"{run_dir} holds a run of another config ({diff}): it is neither reused nor "
-                              "resumed; delete it or use another --out")
-        if (run_dir / "final.safetensors").is_file():
-            print(f"reproduce: {run_dir} is finished with the same config; reusing it", file=sys.stderr)
-            return run_dir
-        if not (run_dir / runfolder.CHECKPOINT).is_file():
-            raise ConfigError(f"{run_dir} holds an unfinished run without a checkpoint: delete it to start over")
-        resume = True
-    else:
-        resume = False
-    print(f"reproduce: {'resuming' if resume else 'training'} {config.model} seed {config.seed} for "
-          f"{config.iterations} iterations -> {run_dir}", file=sys.stderr)
-    if train(config, data=data, out_dir=run_dir, resume=resume, provenance=made_by).interrupted:
-        raise KeyboardInterrupt  # the run saved a checkpoint; the same command resumes it
-    return run_dir
+    the result is refused, the differences named, before anything is trained; so is a run
+    that another process is training."""
+    with _only_process(run_dir):
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            changed = result_changes(resolved_config(config, data), _saved_config(run_dir))
+            if changed:
+                diff = "; ".join(f"{k}: {saved!r} there, {wanted!r} wanted" for k, (saved, wanted) in changed.items())
+                raise ConfigError(f"{run_dir} holds a run of another config ({diff}): it is neither reused nor "
+                                  "resumed; delete it or use another --out")
+            if (run_dir / "final.safetensors").is_file():
+                print(f"reproduce: {run_dir} is finished with the same config; reusing it", file=sys.stderr)
+                return run_dir
+            if not (run_dir / runfolder.CHECKPOINT).is_file():
+                raise ConfigError(f"{run_dir} holds an unfinished run without a checkpoint: delete it to start over")
+            resume = True
+        else:
+            resume = False
+        print(f"reproduce: {'resuming' if resume else 'training'} {config.model} seed {config.seed} for "
+              f"{config.iterations} iterations -> {run_dir}", file=sys.stderr)
+        if train(config, data=data, out_dir=run_dir, resume=resume, provenance=made_by).interrupted:
+            raise KeyboardInterrupt  # the run saved a checkpoint; the same command resumes it
+        return run_dir
 
 
 def ensure_runs(experiment: str, settings: CifarSettings, train_overrides: dict[str, Any], data: str | None,
