@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from resnetlab.detection.data import (SHAPES_CLASSES, make_shapes, open_detectio
                                       shapes_image, write_coco)
 from resnetlab.detection import engine
 from resnetlab.detection.engine import train_detector
+from resnetlab.detection.experiments import DetectionTableSettings, backbone_complexity, run_table8
 from resnetlab.detection.metrics import coco_map, coco_results, voc07_ap
 from resnetlab.detection.recipes import DETECT_RECIPES, get_detect_recipe
 from resnetlab.errors import ConfigError, DataError, UnknownModelError, WeightsError
@@ -299,11 +302,18 @@ def test_training_resumes_exactly(tiny_coco, tmp_path, monkeypatch):
     assert [r["step"] for r in lines if "train_loss" in r] == [1, 2, 3, 4]
 
 
-def test_train_eval_predict_export_cli(tiny_coco, tmp_path, capsys):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(tiny_coco, tmp_path_factory):
+    """`resnetlab detect train` of the tiny detector for 20 steps: its run folder."""
+    run = tmp_path_factory.mktemp("detect") / "run"
     args = TINY + ["batch_size=2", "iterations=20", "log_every=2", "lr=0.02", "warmup_iterations=2",
                    "milestones=[16]", "checkpoint_every=20"]
     assert main(["detect", "train", "shapes_demo", *args, "--data", f"coco={tiny_coco}", "--out", str(run)]) == 0
+    return run
+
+
+def test_train_eval_predict_export_cli(trained, tiny_coco, tmp_path, capsys):
+    run = trained
     for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "final.safetensors", "curves.png"):
         assert (run / name).is_file(), name
     losses = [json.loads(x)["train_loss"] for x in (run / "metrics.jsonl").read_text().splitlines()
@@ -325,10 +335,45 @@ def test_train_eval_predict_export_cli(tiny_coco, tmp_path, capsys):
     assert (drawn / "000000.png").read_bytes()[:4] == b"\x89PNG"
     out = tmp_path / "det.pt"
     assert main(["detect", "export", weights, "--format", "torchscript", "-o", str(out)]) == 0
-    assert "max |box diff|" in capsys.readouterr().out
+    assert "as torchscript" in capsys.readouterr().out
     scripted = torch.jit.load(str(out))
     assert scripted([torch.rand(3, 64, 80)])[1][0]["boxes"].shape[1] == 4
+    result = engine.export_detector(weights, "onnx", tmp_path / "det.onnx")  # torchvision's ONNX path
+    assert result["max_abs_diff"] is None or result["max_abs_diff"] < 1e-2
     # mistakes: one line on stderr, exit code 2
     assert main(["detect", "eval", str(image), "--data", f"coco={tiny_coco}"]) == 2
     assert main(["detect", "train", "shapes_demo", "bogus=1", "--data", "shapes", "--out", str(tmp_path / "x")]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_tables_7_and_8_put_ours_beside_the_paper(trained, tiny_coco, tmp_path):
+    root = tmp_path / "reproduce"
+    runs = root / "runs" / "table8-fasterrcnn_resnet18_c4"
+    runs.mkdir(parents=True)
+    shutil.copy(trained / "final.safetensors", runs / "final.safetensors")  # a finished run is reused
+    settings = DetectionTableSettings("paper_coco", model="fasterrcnn_resnet18_c4", iterations=20)
+    ctx = SimpleNamespace(experiment="table8", settings=settings, train_overrides={}, data=f"coco={tiny_coco}",
+                          folder=root / "table8", note=None, write_table=lambda text: tables.append(text))
+    tables: list[str] = []
+    result = run_table8(ctx)
+    text = tables[0]
+    assert "48.4" in text and "27.2" in text and "41.5" in text  # the paper's rows
+    assert "shortened" in text and "iterations=20 (paper: 320000)" in text and "random init" in text
+    assert f"{100 * result['result']['map50']:.1f}" in text
+    assert DetectionTableSettings("paper_voc").overrides()["model"] == "fasterrcnn_resnet101_c4"
+    assert DetectionTableSettings("paper_voc", iterations=800).overrides()["milestones"] == [600]
+    assert DetectionTableSettings("paper_voc", backbone_weights="w.safetensors").shortening() is None
+
+
+def test_complexity_of_the_papers_backbone():
+    c = backbone_complexity("fasterrcnn_resnet101_c4")
+    # conv1..conv4_x of ResNet-101 (the counts of resnetlab.complexity on the trunk alone)
+    with torch.device("meta"):  # shapes only
+        trunk = resnetlab.create_model("resnet101")
+        full = resnetlab.complexity(trunk)["macs"]
+    body = sum(p.numel() for n, p in trunk.named_parameters() if not n.startswith(("layer4", "fc")))
+    assert c["trunk_params"] == body
+    head = sum(p.numel() for p in trunk.layer4.parameters())
+    assert c["head_params"] == head
+    # conv5_x on one 14x14 RoI is conv5_x of the 224x224 classifier (7x7 output)
+    assert c["head_macs_per_roi"] < full and c["trunk_macs"] > 10 * full

@@ -59,3 +59,10 @@ DENSENET_CIFAR10_PLUS: dict[str, tuple[float, float]] = {
     "densenet_bc_250_k24": (15.3, 3.62),
     "densenet_bc_190_k40": (25.6, 3.46),
 }
+
+# He et al. 2015, appendix A, Tables 7 and 8: Faster R-CNN mAP (%) with VGG-16 and ResNet-101 backbones.
+# VOC: 07 test (trained on 07+12 trainval; the devkit's VOC07 11-point AP) and 12 test (07++12; the
+# evaluation server's, whose VOC2010+ AP is the area under the whole curve).
+DETECTION_VOC_MAP: dict[str, tuple[float, float]] = {"vgg16": (73.2, 70.4), "resnet101": (76.4, 73.8)}
+# COCO val (trained on the 80k train set): (mAP@.5, mAP@[.5, .95]).
+DETECTION_COCO_MAP: dict[str, tuple[float, float]] = {"vgg16": (41.5, 21.2), "resnet101": (48.4, 27.2)}

@@ -97,5 +97,6 @@ def cmd_detect_predict(args: argparse.Namespace) -> None:
 
 def cmd_detect_export(args: argparse.Namespace) -> None:
     result = export_detector(args.weights, args.format, args.out)
-    print(f"{result['out']}: {result['model']} as {result['format']}, max |box diff| vs PyTorch "
-          f"{result['max_abs_diff']:.2e}")
+    check = ("no detections on the check image to compare" if result["max_abs_diff"] is None else
+             f"max |box diff| vs PyTorch {result['max_abs_diff']:.2e} over {result['n_boxes']} boxes")
+    print(f"{result['out']}: {result['model']} as {result['format']}, {check}")

@@ -14,6 +14,7 @@ A corrupt image or annotation is one :class:`DataError` naming the file, or, wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -368,6 +369,23 @@ def make_shapes(seed: int = 0, root: str | os.PathLike | None = None) -> Path:
     return root
 
 
+def _voc_years(root: Path, split: str, skip_bad_images: bool) -> DetectionSet:
+    """``2007_trainval+2012_trainval`` (Faster R-CNN's "07+12"): the union of ``VOC<year>`` splits
+    under ``root`` (a ``VOCdevkit`` folder); image ids are renumbered to stay unique."""
+    records, skipped = [], 0
+    for part in split.split("+"):
+        year, sep, name = part.partition("_")
+        if not sep or not year.isdigit():
+            raise DataError(f"VOC split {part!r}: expected YEAR_SPLIT, e.g. 2007_trainval")
+        folder = root / f"VOC{year}" if (root / f"VOC{year}").is_dir() else root / "VOCdevkit" / f"VOC{year}"
+        data = read_voc(folder, name, skip_bad_images)
+        skipped += data.skipped
+        for rec in data.records:
+            records.append(dataclasses.replace(rec, image_id=len(records)))
+    return DetectionSet("voc", split, list(VOC_CLASSES), records, skipped=skipped, skip_bad_images=skip_bad_images,
+                        category_ids=list(range(1, len(VOC_CLASSES) + 1)))
+
+
 def parse_detection_data(spec: str) -> tuple[str, Path | None]:
     """``"coco=/data/coco"`` -> ``("coco", Path(...))``; an unknown name or a missing path is a DataError."""
     name, sep, path = spec.partition("=")
@@ -387,7 +405,9 @@ def open_detection_data(spec: str, split: str, skip_bad_images: bool = False) ->
     images when they are read (:meth:`DetectionSet.__getitem__`).
     """
     name, path = parse_detection_data(spec)
-    if name == "voc":
+    if name == "voc" and ("+" in split or "_" in split):
+        data = _voc_years(path, split, skip_bad_images)
+    elif name == "voc":
         data = read_voc(path, split, skip_bad_images)
     elif name == "coco":
         if not path.is_dir():

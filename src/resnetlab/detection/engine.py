@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +28,13 @@ from torch import nn
 
 from .. import runfolder
 from ..analysis.plots import Curve, plot_curves
+from ..data.images import decode_image
 from ..device import resolve_device
 from ..errors import ConfigError, DataError, TrainingError
-from ..data.images import decode_image
 from ..files import atomic_save
-
 from .data import DetectionSet, open_detection_data, parse_detection_data
 from .metrics import Detections, coco_map, voc07_map
-from .models import DetectorMeta, create_detector, load_detector, read_detector_meta, save_detector
+from .models import DetectorMeta, create_detector, load_detector, save_detector
 from .recipes import DetectConfig, get_detect_recipe
 
 __all__ = ["DetectRunResult", "train_detector", "detect", "evaluate_detector", "run_detect_eval", "predict_images",
@@ -185,6 +185,9 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
     last_eval: dict[str, Any] | None = None
     step = start
     detector.train()
+    # SIGTERM (a scheduler's stop) ends the run like Ctrl-C: checkpoint, then stop.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
     try:
         for step in range(start, cfg.iterations):
             torch.manual_seed(_step_seed(cfg.seed, step))
@@ -243,6 +246,9 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
         save(step)
         bar.close()
         raise
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     bar.close()
     weights = out / FINAL
     save_detector(detector, weights, _meta(cfg, train_set.classes, detector, f"resnetlab detect train {recipe}"))
@@ -325,8 +331,10 @@ def export_detector(weights: str | os.PathLike, fmt: str, out: str | os.PathLike
     """Export a detector weights file: ``torchscript`` (``torch.jit.script``, the whole detector with
     its transform and post-processing), or ``onnx`` (torchvision's detection export path).
 
-    Returns ``{"model", "format", "out", "max_abs_diff"}``: the largest box difference against
-    PyTorch on one image of another size than any seen before (checks the dynamic shapes).
+    Returns ``{"model", "format", "out", "max_abs_diff", "n_boxes"}``: the largest box difference
+    against PyTorch on a random image of another size than the traced one (checks the dynamic
+    shapes), and how many boxes were compared (None and 0 when PyTorch detects nothing there;
+    the number of boxes must agree in any case).
     """
     import warnings
 
@@ -352,8 +360,9 @@ def export_detector(weights: str | os.PathLike, fmt: str, out: str | os.PathLike
             got_boxes = _export_onnx(detector, example, check, out, meta)
     if got_boxes.shape != want["boxes"].shape:
         raise TrainingError(f"exported {fmt} gives {tuple(got_boxes.shape)} boxes, PyTorch {tuple(want['boxes'].shape)}")
-    diff = float((got_boxes - want["boxes"]).abs().max()) if want["boxes"].numel() else 0.0
-    return {"model": meta.detector, "format": fmt, "out": str(out), "max_abs_diff": diff}
+    diff = float((got_boxes - want["boxes"]).abs().max()) if want["boxes"].numel() else None
+    return {"model": meta.detector, "format": fmt, "out": str(out), "max_abs_diff": diff,
+            "n_boxes": int(want["boxes"].shape[0])}
 
 
 def _export_onnx(detector: nn.Module, example: torch.Tensor, check: torch.Tensor, out: Path,

@@ -104,7 +104,8 @@ _BASE = DetectConfig()
 #: name -> (config, citation)
 DETECT_RECIPES: dict[str, tuple[DetectConfig, str]] = {
     # He et al. 2015 appendix A with Ren et al. 2015's VOC schedule: 07+12 trainval, tested on 07 test.
-    "paper_voc": (dataclasses.replace(_BASE, train_split="trainval", val_split="test", iterations=80_000,
+    "paper_voc": (dataclasses.replace(_BASE, train_split="2007_trainval+2012_trainval", val_split="2007_test",
+                                      iterations=80_000,
                                       milestones=(60_000,), checkpoint_every=2_000),
                   "He et al. 2015, appendix A; Ren et al. 2015 (Faster R-CNN), section 4.1: VOC lr 0.001 for "
                   "60k mini-batches, 0.0001 for 20k"),
