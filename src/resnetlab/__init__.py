@@ -34,7 +34,7 @@ __all__ = [
 
 #: public submodules that ``import resnetlab`` does not load; ``resnetlab.NAME`` imports them on first use
 SUBMODULES = (
-    "analysis", "bench", "cli", "config", "constants", "data", "demo", "device", "docs", "errors", "evaluate",
+    "analysis", "bench", "cli", "config", "constants", "data", "demo", "detection", "device", "docs", "errors", "evaluate",
     "export", "files", "hub", "importers", "inference", "models", "paper", "predict", "recipes", "registry", "report",
     "reproduce", "runfolder", "tensorboard", "train", "weights",
 )
