@@ -76,13 +76,13 @@ def test_atomic_write_keeps_previous_file(saved, tmp_path, monkeypatch):
     model, path = saved
     target = tmp_path / "keep.safetensors"
     target.write_bytes(path.read_bytes())
-    import safetensors.torch
+    import resnetlab.weights
 
     def boom(*a, **k):
         Path(a[1]).write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    monkeypatch.setattr(resnetlab.weights, "save_file", boom)
     with pytest.raises(OSError):
         save_weights(model, target, mean=MEAN, std=STD)
     assert target.read_bytes() == path.read_bytes()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from . import models  # noqa: F401  (registers every model with the registry)
 from .analysis.complexity import complexity
 from .errors import ConfigError, DataError, ResnetlabError, UnknownModelError, WeightsError
 from .registry import create_model, list_models, model_info

@@ -15,8 +15,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from . import paper
+from .config import apply_overrides, parse_overrides
 from .errors import ResnetlabError
+from .evaluate import run_eval
+from .recipes import get_recipe
+from .train import train
 
 INTRO = """\
 resnetlab demo: He et al. 2015 ("Deep Residual Learning"), section 4.2, in miniature.
@@ -33,8 +39,6 @@ resnetlab demo: He et al. 2015 ("Deep Residual Learning"), section 4.2, in minia
 def _threads() -> int:
     """Intra-op threads: all cores, or 1 when other processes already load every core (OpenMP
     threads then spin-wait on each other: measured 10x slower than one thread on 2 busy cores)."""
-    import torch
-
     cores = os.cpu_count() or 1
     busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
     return 1 if busy else torch.get_num_threads()
@@ -46,13 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="demo recipe fields")
     parser.add_argument("--out", default=None, help="run folder (default: a new temporary folder)")
     args = parser.parse_args(argv)
-    from .config import apply_overrides, parse_overrides
-    from .evaluate import run_eval
-    from .recipes import get_recipe
-    from .train import train
-
-    import torch
-
     torch.set_num_threads(_threads())
     try:
         config = apply_overrides(get_recipe("demo"), parse_overrides(args.overrides))

@@ -44,7 +44,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike,
     """
     if metadata:
         try:
-            import onnx
+            import onnx  # optional: the onnx extra
         except ImportError:
             raise ConfigError("ONNX export needs the onnx extra: pip install 'resnetlab[onnx]'") from None
 
@@ -80,7 +80,7 @@ def _export_torchscript(model: nn.Module, meta: WeightsMeta, out: Path) -> None:
 def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> float | None:
     """Largest |onnxruntime - PyTorch| logit difference on ``x``; ``None`` without onnxruntime."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: the onnx extra (without it the export is not checked)
     except ImportError:
         return None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

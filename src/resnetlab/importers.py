@@ -26,9 +26,13 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 from torch import nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torchvision.models import ResNet50_Weights
 
 from .constants import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from .errors import ResnetlabError, WeightsError
+from .models.resnet import IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
 from .registry import create_model
 from .weights import (WeightsMeta, check_state_dict, read_header, read_meta,
                       save_weights)
@@ -63,9 +67,6 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     with open(path, "rb") as f:
         head = f.read(9)
     if head[8:9] == b"{":  # safetensors: 8-byte header length, then the JSON header
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         read_header(path)  # sizes and offsets checked before safetensors reads the data
         try:
             obj: Any = load_file(str(path))
@@ -117,8 +118,6 @@ def _blocks(state: Mapping[str, torch.Tensor], stage: str) -> int:
 def _imagenet_classes(num_classes: int) -> list[str] | None:
     if num_classes != 1000:
         return None
-    from torchvision.models import ResNet50_Weights
-
     # torchvision ships the ILSVRC-2012 class names with its weight metadata: no download.
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
@@ -168,8 +167,6 @@ def _resnet_from_keys(state: Mapping[str, torch.Tensor], where: Path, source: st
 
     Stage widths other than Table 1's (the ``planes`` of each stage's first conv) are kept as
     the ``widths`` argument."""
-    from .models.resnet import IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
-
     bottleneck = "layer1.0.conv3.weight" in state
     layers = tuple(_blocks(state, f"layer{i}") for i in range(1, 5))
     for depth, (block, stages) in IMAGENET_STAGES.items():

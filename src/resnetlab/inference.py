@@ -18,6 +18,7 @@ the separate ``torchao`` package; ONNX Runtime's int8 kernels are the faster of 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import tempfile
 import time
@@ -197,7 +198,7 @@ def _accuracy_change(
 
 def _onnxruntime() -> Any:
     try:
-        import onnxruntime
+        import onnxruntime  # optional: the onnx extra
     except ImportError:
         raise ConfigError(
             "INT8 and the ONNX Runtime path need the onnx extra: pip install 'resnetlab[onnx]'"
@@ -241,8 +242,9 @@ def _onnxruntime_model(
         to_onnx(model, example, fp32_path)
         path = fp32_path
         if quantize == "int8":
+            # optional, as above: ONNX Runtime's quantizer
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-            from onnxruntime.quantization.shape_inference import quant_pre_process
+            from onnxruntime.quantization.shape_inference import quant_pre_process  # optional, as above
 
             pre_path = os.path.join(tmp, "pre.onnx")
             quant_pre_process(fp32_path, pre_path, skip_symbolic_shape=True)
@@ -303,8 +305,6 @@ def _fastest(candidates: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: t
 
 
 def _has_onnxruntime() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None
 
 

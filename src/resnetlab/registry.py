@@ -7,6 +7,7 @@ signature so that a typo is a clear :class:`ConfigError`, never a silent default
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
 from dataclasses import dataclass, field
@@ -64,19 +65,11 @@ def register_model(
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the model package runs every @register_model decorator.
-    from . import models  # noqa: F401
-
-
 def model_info(name: str) -> ModelInfo:
     """Registry entry of ``name``; :class:`UnknownModelError` names close matches."""
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
-        import difflib
-
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else " (see `resnetlab list`)"
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
@@ -87,7 +80,6 @@ def list_models(pattern: str = "*", include_generic: bool = False) -> list[str]:
 
     Generic builders such as ``cifar_resnet`` (any ``depth``) are included on request.
     """
-    _ensure_loaded()
     return [
         n for n, info in _REGISTRY.items()
         if fnmatch.fnmatchcase(n, pattern) and (include_generic or not info.generic)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import ConfigError, ResnetlabError, WeightsError
@@ -164,8 +166,6 @@ def save_weights(
     RGB scale; ``classes`` defaults to the class indices as strings; ``input_size`` to the
     registered model's.
     """
-    from safetensors.torch import save_file
-
     name = getattr(model, "resnetlab_name", None)
     kwargs = getattr(model, "resnetlab_kwargs", None)
     if name is None or kwargs is None:
@@ -286,9 +286,6 @@ def load_weights(
     """
     if out_indices is not None and not features_only:
         raise ConfigError("out_indices is only used with features_only=True")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta = read_meta(path)
     if model is None:

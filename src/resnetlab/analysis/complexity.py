@@ -6,8 +6,14 @@ layer for one image. BN, ReLU, pooling and the shortcut additions are not counte
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch import nn
+
+from ..config import parse_overrides
+from ..errors import ConfigError
+from ..registry import create_model, model_info
 
 __all__ = ["complexity"]
 
@@ -55,8 +61,6 @@ def _layer_lines(model: nn.Module, input_size: tuple[int, int, int]) -> list[str
 
     Named ``nn.Sequential`` containers (``features.denseblock1`` ...) are opened one level.
     """
-    from collections import Counter
-
     stage_alias: dict[str, str] = getattr(model, "paper_stage_names", {})
     rows: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
@@ -97,9 +101,6 @@ def describe(name: str, overrides: list[str] | dict | None = None, input_side: i
     ``overrides`` are model keyword arguments (``["variant=v1.5"]`` or a dict); ``input_side``
     replaces the side of the model's default square input.
     """
-    from ..config import parse_overrides
-    from ..registry import create_model, model_info
-
     kwargs = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     info = model_info(name)
     num_classes = kwargs.pop("num_classes", None)
@@ -107,8 +108,6 @@ def describe(name: str, overrides: list[str] | dict | None = None, input_side: i
     channels = info.input_size[0]
     size = info.input_size if input_side is None else (channels, input_side, input_side)
     if input_side is not None and input_side < 1:
-        from ..errors import ConfigError
-
         raise ConfigError(f"--input-size must be positive, got {input_side}")
     counts = complexity(model, size)
     return {

@@ -210,6 +210,7 @@ def _digits(split: str) -> ImageSet:
     Upsampled to 3 x 16 x 16 uint8 (bilinear, grey copied to RGB) so that the CIFAR nets'
     three stages work on 16, 8 and 4 pixel maps; a fixed stratified 1,437/360 train/test split.
     """
+    # scikit-learn takes about a second to import and only the digits need it
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
