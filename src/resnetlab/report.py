@@ -112,7 +112,8 @@ def _section(record: dict[str, Any], results: Path) -> list[str]:
     for png in sorted(record["folder"].glob("*.png")):
         table = table.replace(f"]({png.name})", f"]({name}/{png.name})")
     hw = record["hardware"]
-    device = hw.get("gpu") or f"CPU {hw['cpu']} ({hw['threads']} threads, load average {hw.get('load_avg_1min')})"
+    threads = f"{hw['threads']} thread{'s' if hw['threads'] != 1 else ''}"
+    device = hw.get("gpu") or f"CPU {hw['cpu']} ({threads}, load average {hw.get('load_avg_1min')})"
     minutes = _training_minutes(record)
     reused = "" if minutes is None else f" for this command; its training runs took {minutes:.1f} min in all"
     status = f"**{record['note']}**" if record["note"] else "paper's settings, unchanged"
