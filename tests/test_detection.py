@@ -172,6 +172,8 @@ def test_voc_reader(tmp_path):
     with pytest.raises(DataError, match="000007.xml"):
         read_voc(tmp_path, "trainval")
     assert read_voc(tmp_path, "trainval", skip_bad_images=True).skipped == 1
+    both = open_detection_data(f"voc={tmp_path}", "2007_test+2007_test")  # "07+12"-style unions
+    assert [r.image_id for r in both.records] == [0, 1] and both.records[1].path == rec.path
 
 
 def test_shapes_are_deterministic_and_not_solvable_by_colour(tmp_path, monkeypatch):

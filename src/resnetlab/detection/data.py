@@ -377,7 +377,8 @@ def _voc_years(root: Path, split: str, skip_bad_images: bool) -> DetectionSet:
         year, sep, name = part.partition("_")
         if not sep or not year.isdigit():
             raise DataError(f"VOC split {part!r}: expected YEAR_SPLIT, e.g. 2007_trainval")
-        folder = root / f"VOC{year}" if (root / f"VOC{year}").is_dir() else root / "VOCdevkit" / f"VOC{year}"
+        candidates = [root / f"VOC{year}", root / "VOCdevkit" / f"VOC{year}", root]
+        folder = next((c for c in candidates if c.name == f"VOC{year}" and c.is_dir()), candidates[0])
         data = read_voc(folder, name, skip_bad_images)
         skipped += data.skipped
         for rec in data.records:

@@ -33,14 +33,14 @@ __all__ = ["DetectionTableSettings", "DETECTION_EXPERIMENTS", "FULL_COMMANDS", "
 
 @dataclass(frozen=True)
 class DetectionTableSettings:
-    """One detection experiment: the recipe, the detector, and what may shorten it.
+    """One detection experiment: the detection recipe, the detector, and what may shorten it.
 
     ``iterations`` (None: the recipe's, milestones scaled with it), ``backbone_weights`` (the
     ImageNet weights file of the backbone; "" = random init, which the paper does not do) and
     ``val_images`` (0: the whole test split) shorten a run; ``device`` only sets where it runs.
     """
 
-    recipe: str
+    detect_recipe: str
     model: str = "fasterrcnn_resnet101_c4"
     iterations: int | None = None
     backbone_weights: str = ""
@@ -49,7 +49,7 @@ class DetectionTableSettings:
 
     def overrides(self) -> dict[str, Any]:
         """The recipe overrides of these settings."""
-        cfg = get_detect_recipe(self.recipe)
+        cfg = get_detect_recipe(self.detect_recipe)
         out: dict[str, Any] = {"model": self.model, "device": self.device}
         if self.iterations is not None:
             if self.iterations < 1:
@@ -63,7 +63,7 @@ class DetectionTableSettings:
 
     def shortening(self) -> str | None:
         """"shortened: ..." naming what differs from the paper's run, or None."""
-        cfg = get_detect_recipe(self.recipe)
+        cfg = get_detect_recipe(self.detect_recipe)
         parts = []
         if self.iterations is not None and self.iterations != cfg.iterations:
             parts.append(f"iterations={self.iterations} (paper: {cfg.iterations})")
@@ -99,12 +99,12 @@ def _run(ctx: Any, settings: DetectionTableSettings, split: str) -> tuple[Path, 
     """Train (or reuse / resume) the settings' run under ``ROOT/runs`` and evaluate it on ``split``."""
     if ctx.data is None:
         raise ConfigError(f"{ctx.experiment} measures on data: give --data "
-                          f"{'voc=PATH' if settings.recipe == 'paper_voc' else 'coco=PATH'} (or shapes for a smoke run)")
+                          f"{'voc=PATH' if settings.detect_recipe == 'paper_voc' else 'coco=PATH'} (or shapes for a smoke run)")
     run = ctx.folder.parent / "runs" / f"{ctx.experiment}-{settings.model}"
     weights = run / "final.safetensors"
     if not weights.is_file():
         resume = (run / "checkpoint.pt").is_file()
-        train_detector(settings.recipe, settings.overrides(), data=ctx.data, out_dir=run, resume=resume)
+        train_detector(settings.detect_recipe, settings.overrides(), data=ctx.data, out_dir=run, resume=resume)
     return run, run_detect_eval(weights, ctx.data, split=split, device=settings.device, limit=settings.val_images)
 
 

@@ -79,6 +79,9 @@ DETECTORS: dict[str, DetectorSpec] = {
         DetectorSpec("fasterrcnn_resnet50_c4", "resnet50", "c4", "He et al. 2015, appendix A (ResNet-50)"),
         DetectorSpec("fasterrcnn_resnet18_c4", "resnet18", "c4", "He et al. 2015, appendix A (ResNet-18)"),
         DetectorSpec("fasterrcnn_resnet50_fpn", "resnet50", "fpn", "Lin et al. 2017 (FPN), torchvision's design"),
+        # the C4 design on the CIFAR ResNet-20 (trunk conv1..conv3_x at stride 2, conv4_x per region): the
+        # shapes demo's detector, small enough to train on a CPU
+        DetectorSpec("fasterrcnn_cifar_resnet20_c4", "cifar_resnet20", "c4", "resnetlab (the appendix A design)"),
     )
 }
 
