@@ -404,3 +404,17 @@ def test_ddp_ranks_share_validation_and_schedule_decisions(tmp_path: Path) -> No
     model, meta = load_weights(tmp_path / "run" / "final.safetensors")
     whole = evaluate(model, val, protocol="full", mean=meta.mean, std=meta.std, progress=False)
     assert rank0["val_err"] == pytest.approx(whole["top1_err"], abs=1e-12)  # ... the whole set's, rank 0's weights
+
+
+def test_tensorboard_events_beside_metrics(reference: Path) -> None:
+    """Every run writes TensorBoard events (the tensorboard extra is in dev): the same numbers as
+    metrics.jsonl, read back with TensorBoard's own event reader, and the curves image."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(reference / "tensorboard"))
+    events.Reload()
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "train_loss" in r]
+    assert [e.step for e in events.Scalars("train/loss")] == [r["step"] for r in logged]
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([r["lr"] for r in logged])
+    assert [e.value for e in events.Scalars("val/err")] == pytest.approx([r["val_err"] for r in records if "val_err" in r])
+    assert {"train/err", "train/img_s"} <= set(events.Tags()["scalars"]) and events.Tags()["images"] == ["curves"]

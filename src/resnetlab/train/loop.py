@@ -33,6 +33,7 @@ from ..device import resolve_device
 from ..errors import ConfigError, TrainingError
 from ..evaluate import evaluate
 from ..recipes import TrainConfig, get_recipe
+from ..tensorboard import TensorBoardLog
 from ..weights import save_weights
 from .distributed import Processes, process_group
 from .schedule import Schedule
@@ -301,6 +302,7 @@ class _Run:
         self.state = build(cfg, len(train_set.classes), self.device, schedule, distributed=procs.world > 1)
         self.meter = Meter()
         self.metrics = runfolder.MetricsLog(out, enabled=procs.main)
+        self.board = TensorBoardLog(out, enabled=procs.main)  # every scalar is flushed when written
         if checkpoint is not None:
             self._restore(runfolder.load_checkpoint(checkpoint))
         elif procs.main:
@@ -330,6 +332,8 @@ class _Run:
         weights = None
         if not interrupted and procs.main:
             weights = _finish(self.state.eval_model, cfg, train_set, self.pipeline, self.mean, self.std, out)
+            self.board.image("curves", out / "curves.png", self.state.step)
+        self.board.close()
         return RunResult(out, self.state.step, total, self.val_err, weights, interrupted,
                          time.perf_counter() - self.started, batches.skipped)
 
@@ -352,6 +356,8 @@ class _Run:
         record = {"step": step, "epoch": round(step / self.steps_per_epoch, 3), "lr": self.state.lr,
                   **self.meter.take(self.processes), "time": self._elapsed()}
         self.metrics.write(record)
+        self.board.scalars(step, {"train/loss": record["train_loss"], "train/err": record["train_err"],
+                                  "train/lr": record["lr"], "train/img_s": record["img_s"]})
 
     def _evaluate(self) -> None:
         self.val_err = _validate(self.state.eval_model, self.val_set, self.pipeline.crop, self.mean, self.std,
@@ -359,6 +365,7 @@ class _Run:
         self.state.model.train()
         if self.val_err is not None:
             self.metrics.write({"step": self.state.step, "val_err": self.val_err, "time": self._elapsed()})
+            self.board.scalars(self.state.step, {"val/err": self.val_err})
             self.state.schedule.observe(self.val_err)
         self.meter.since = time.perf_counter()  # images/s counts training time only
 
