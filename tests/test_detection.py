@@ -21,7 +21,7 @@ from resnetlab.detection.data import (SHAPES_CLASSES, make_shapes, open_detectio
 from resnetlab.detection import engine
 from resnetlab.detection.engine import train_detector
 from resnetlab.detection.experiments import DetectionTableSettings, backbone_complexity, run_table8
-from resnetlab.detection.metrics import coco_map, coco_results, voc07_ap
+from resnetlab.detection.metrics import coco_map, coco_results, voc07_ap, voc07_map
 from resnetlab.detection.recipes import DETECT_RECIPES, get_detect_recipe
 from resnetlab.errors import ConfigError, DataError, UnknownModelError, WeightsError
 
@@ -172,6 +172,12 @@ def test_voc_reader(tmp_path):
     with pytest.raises(DataError, match="000007.xml"):
         read_voc(tmp_path, "trainval")
     assert read_voc(tmp_path, "trainval", skip_bad_images=True).skipped == 1
+    # the dog found exactly, a false "cat" on the difficult cat (ignored): VOC07 mAP over the classes with objects
+    found = {"boxes": torch.tensor([[10.0, 20, 40, 50], [0, 0, 10, 10]]), "scores": torch.tensor([0.9, 0.8]),
+             "labels": torch.tensor([12, 8])}
+    result = voc07_map(data, [found])
+    assert list(result["voc07_ap"]) == ["dog"] and result["voc07_map"] == pytest.approx(1.0)
+    assert coco_map(data, [found])["map50"] == pytest.approx(1.0)  # difficult objects are crowd regions for pycocotools
     both = open_detection_data(f"voc={tmp_path}", "2007_test+2007_test")  # "07+12"-style unions
     assert [r.image_id for r in both.records] == [0, 1] and both.records[1].path == rec.path
 
