@@ -94,7 +94,7 @@ def plot_curves(
         ax.set_ylim(0, ymax)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-        if curves:
+        if any(c.val_iters for c in curves):  # the labels sit on the validation lines
             ax.legend(loc="upper right", fontsize=8)
     axes[0][0].set_ylabel("error (%)  [dashed: training, bold: validation]")
     return _save(fig, path, note, title)
