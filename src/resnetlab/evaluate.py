@@ -394,7 +394,7 @@ def write_report(out_dir: str | os.PathLike, confusion: torch.Tensor, classes: S
     import matplotlib  # heavy (about a second); only the report files need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # as above, after choosing the file-only backend
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -212,7 +212,7 @@ def _digits(split: str) -> ImageSet:
     """
     # scikit-learn takes about a second to import and only the digits need it
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # as above
 
     digits = load_digits()
     grey = torch.from_numpy(digits.images).float().div_(16).unsqueeze(1)  # N x 1 x 8 x 8 in [0, 1]
