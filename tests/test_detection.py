@@ -20,10 +20,12 @@ from resnetlab.detection.data import (SHAPES_CLASSES, make_shapes, open_detectio
                                       shapes_image, write_coco)
 from resnetlab.detection import engine
 from resnetlab.detection.engine import train_detector
-from resnetlab.detection.experiments import DetectionTableSettings, backbone_complexity, run_table8
+from resnetlab.detection.experiments import DetectionTableSettings, backbone_complexity, run_table7, run_table8
 from resnetlab.detection.metrics import coco_map, coco_results, voc07_ap, voc07_map
 from resnetlab.detection.recipes import DETECT_RECIPES, get_detect_recipe
 from resnetlab.errors import ConfigError, DataError, UnknownModelError, WeightsError
+from resnetlab.reproduce.experiments import EXPERIMENTS
+from resnetlab.reproduce.runs import dataset_name
 
 # a tiny backbone: CIFAR ResNet-8 (conv1, three stages at strides 1/2/4): trunk = conv1..layer2, head = layer3
 TINY = ["backbone=cifar_resnet", 'backbone_kwargs={"depth": 8}', "trainable_stages=4", "min_size=64",
@@ -385,3 +387,10 @@ def test_complexity_of_the_papers_backbone():
     assert c["head_params"] == head
     # conv5_x on one 14x14 RoI is conv5_x of the 224x224 classifier (7x7 output)
     assert c["head_macs_per_roi"] < full and c["trunk_macs"] > 10 * full
+
+
+def test_tables_are_reproduce_experiments():
+    assert EXPERIMENTS["table7"].runner is run_table7 and EXPERIMENTS["table8"].runner is run_table8
+    assert EXPERIMENTS["table7"].settings.detect_recipe == "paper_voc"
+    assert dataset_name("voc=/data/VOCdevkit") == "voc" and dataset_name("shapes") == "shapes"
+    assert dataset_name("cifar10=/x") == "cifar10"

@@ -59,6 +59,8 @@ class DetectionTableSettings:
                        checkpoint_every=max(1, min(cfg.checkpoint_every, self.iterations)))
         if self.backbone_weights:
             out["backbone_weights"] = self.backbone_weights
+        if self.val_images:
+            out["val_images"] = self.val_images
         return out
 
     def shortening(self) -> str | None:

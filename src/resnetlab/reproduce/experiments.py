@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import apply_overrides, parse_overrides
+from ..detection.experiments import DETECTION_EXPERIMENTS, run_table7, run_table8
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..models.cifar_resnet import CIFAR_DEPTHS
@@ -140,6 +141,12 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("gradients_init", "section 4.1", "gradient norms at initialisation, plain vs residual, 20-110 layers",
                    CifarSettings(depths=(20, 56, 110), plain_depths=(20, 56, 110), grad_at=(0,)),
                    runners.run_gradients),
+        # appendix A: Faster R-CNN (resnetlab.detection.experiments: settings, runners, full-run commands)
+        Experiment("table7", "Table 7 (appendix A)", "Faster R-CNN, VOC 07 test mAP: ResNet-101 76.4 vs VGG-16 73.2",
+                   DETECTION_EXPERIMENTS["table7"], run_table7),
+        Experiment("table8", "Table 8 (appendix A)",
+                   "Faster R-CNN, COCO val mAP@.5 / mAP@[.5,.95]: ResNet-101 48.4 / 27.2 vs VGG-16 41.5 / 21.2",
+                   DETECTION_EXPERIMENTS["table8"], run_table8),
     )
 }
 

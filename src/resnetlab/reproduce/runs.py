@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from .. import runfolder
 from ..config import apply_overrides
 from ..data import parse_data_spec
+from ..detection.data import DETECTION_DATA, parse_detection_data
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
 from ..machine import describe
@@ -85,7 +86,10 @@ def resolved_config(config: TrainConfig, data: str) -> dict[str, Any]:
 
 
 def dataset_name(data: str) -> str:
-    """``"cifar10=/data/c10"`` -> ``"cifar10"``, ``"digits"`` -> ``"digits"``."""
+    """``"cifar10=/data/c10"`` -> ``"cifar10"``, ``"digits"`` -> ``"digits"``; detection data too
+    (``voc=PATH`` -> ``"voc"``, ``coco=PATH``, ``shapes``)."""
+    if data.partition("=")[0].strip().lower() in DETECTION_DATA:
+        return parse_detection_data(data)[0]
     return parse_data_spec(data)[0]
 
 
