@@ -369,7 +369,7 @@ def test_tables_7_and_8_put_ours_beside_the_paper(trained, tiny_coco, tmp_path):
     text = tables[0]
     assert "48.4" in text and "27.2" in text and "41.5" in text  # the paper's rows
     assert "shortened" in text and "iterations=20 (paper: 320000)" in text and "random init" in text
-    assert f"{100 * result['result']['map50']:.1f}" in text
+    assert f"{100 * result['result']['map50']:.1f}" in text and "reproduce table8 backbone_weights=" in text
     assert DetectionTableSettings("paper_voc").overrides()["model"] == "fasterrcnn_resnet101_c4"
     assert DetectionTableSettings("paper_voc", iterations=800).overrides()["milestones"] == [600]
     assert DetectionTableSettings("paper_voc", backbone_weights="w.safetensors").shortening() is None

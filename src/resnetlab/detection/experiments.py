@@ -110,12 +110,13 @@ def _run(ctx: Any, settings: DetectionTableSettings, split: str) -> tuple[Path, 
     return run, run_detect_eval(weights, ctx.data, split=split, device=settings.device, limit=settings.val_images)
 
 
-def _table(title: str, header: list[str], rows: list[list[str]], note: str | None, data: str) -> str:
+def _table(title: str, header: list[str], rows: list[list[str]], note: str | None, data: str, full: str) -> str:
     lines = [f"## {title}", ""]
     if note:
         lines += [f"**{note}**", ""]
     lines += [f"data: `{data}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", f"The paper's run (ImageNet weights, a GPU): `{FULL_COMMANDS['weights']}` then `{full}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -132,7 +133,7 @@ def run_table7(ctx: Any) -> dict:
                  "n/a (VOC 12 test: evaluation server only)"])
     ctx.write_table(_table("Table 7: Faster R-CNN on Pascal VOC (He et al. 2015, appendix A)",
                            ["detector backbone", "VOC 07 test mAP (07+12)", "VOC 12 test mAP (07++12)"], rows, note,
-                           ctx.data))
+                           ctx.data, FULL_COMMANDS["table7"]))
     return {"run": str(run), "result": result, "note": note, "paper": paper.DETECTION_VOC_MAP}
 
 
@@ -145,7 +146,8 @@ def run_table8(ctx: Any) -> dict:
     rows.append([f"{settings.model} (ours{', shortened' if note else ''})", f"{100 * result['map50']:.1f}",
                  f"{100 * result['map']:.1f}"])
     ctx.write_table(_table("Table 8: Faster R-CNN on COCO val (He et al. 2015, appendix A)",
-                           ["detector backbone", "mAP@.5", "mAP@[.5, .95]"], rows, note, ctx.data))
+                           ["detector backbone", "mAP@.5", "mAP@[.5, .95]"], rows, note, ctx.data,
+                           FULL_COMMANDS["table8"]))
     return {"run": str(run), "result": result, "note": note, "paper": paper.DETECTION_COCO_MAP}
 
 
