@@ -34,7 +34,7 @@ from ..errors import ConfigError, DataError, TrainingError
 from ..files import atomic_save
 from .data import DetectionSet, open_detection_data, parse_detection_data
 from .metrics import Detections, coco_map, voc07_map
-from .models import DetectorMeta, create_detector, load_detector, save_detector
+from .models import DETECTORS, DetectorMeta, create_detector, load_detector, save_detector
 from .recipes import DetectConfig, get_detect_recipe
 
 __all__ = ["DetectRunResult", "train_detector", "detect", "evaluate_detector", "run_detect_eval", "predict_images",
@@ -273,8 +273,8 @@ def _plot(out: Path, cfg: DetectConfig) -> None:
 
 def run_detect_eval(weights: str | os.PathLike, data: str, split: str = "val", device: str = "auto",
                     progress: bool = True, limit: int = 0, skip_bad_images: bool = False) -> dict[str, Any]:
-    """What ``resnetlab detect eval`` prints last: model, dataset, split, n_images, map, map50, map75
-    (fractions), and voc07_map (+ per class) on VOC data."""
+    """What ``resnetlab detect eval`` prints last: model (and its backbone), dataset, split, n_images,
+    map, map50, map75 (fractions), and voc07_map (+ per class) on VOC data."""
     dev = resolve_device(device)
     detector, meta = load_detector(weights, dev)
     name, _ = parse_detection_data(data)
@@ -282,7 +282,9 @@ def run_detect_eval(weights: str | os.PathLike, data: str, split: str = "val", d
     if dataset.classes != meta.classes:
         raise DataError(f"{data} names the classes {dataset.classes[:5]}..., the detector {meta.classes[:5]}...")
     result = evaluate_detector(detector, dataset, dev, limit, progress)
-    return {"model": meta.detector, "weights": str(weights), "dataset": name, "split": split, **result}
+    backbone = meta.kwargs.get("backbone") or DETECTORS[meta.detector].backbone
+    return {"model": meta.detector, "backbone": backbone, "weights": str(weights), "dataset": name, "split": split,
+            **result}
 
 
 def _draw(image: torch.Tensor, boxes: list, names: list[str], scores: list[float]) -> Image.Image:
