@@ -45,7 +45,6 @@ __all__ = [
     "make_shapes",
     "shapes_image",
     "write_coco",
-    "collate",
 ]
 
 #: ``--data`` names of ``resnetlab detect`` and whether they take ``=PATH``
@@ -133,11 +132,6 @@ class DetectionSet(torch.utils.data.Dataset):
                                     "iscrowd": int(crowd or hard)})
         categories = [{"id": i + 1, "name": c} for i, c in enumerate(self.classes)]
         return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def collate(items: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """Detection batches are lists (images differ in size)."""
-    return [i[0] for i in items], [i[1] for i in items]
 
 
 def _record(image_id: int, path: Path, width: int, height: int, objects: list[tuple], where: str) -> DetectionRecord:
