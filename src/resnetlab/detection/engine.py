@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +26,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
+from tqdm import tqdm
 
 from .. import runfolder
 from ..analysis.plots import Curve, plot_curves
@@ -91,8 +93,6 @@ def detect(detector: nn.Module, data: DetectionSet, device: torch.device, limit:
            progress: bool = True, batch_size: int = 4) -> tuple[DetectionSet, list[Detections]]:
     """Run ``detector`` (eval mode) over ``data`` (the first ``limit`` images if > 0); returns the
     images evaluated (unreadable ones dropped when ``skip_bad_images``) and their detections."""
-    from tqdm import tqdm
-
     detector.eval()
     n = min(limit, len(data)) if limit else len(data)
     records, detections = [], []
@@ -174,8 +174,6 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
             "step": step, "model": detector.state_dict(), "optimizer": optimizer.state_dict(),
             "skipped": train_set.skipped, "metrics_offset": metrics.offset(),
             "elapsed": elapsed_before + time.perf_counter() - started})
-
-    from tqdm import tqdm
 
     bar = tqdm(total=cfg.iterations, initial=start, unit="step", desc=f"detect train {cfg.model}", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
@@ -338,8 +336,6 @@ def export_detector(weights: str | os.PathLike, fmt: str, out: str | os.PathLike
     shapes), and how many boxes were compared (None and 0 when PyTorch detects nothing there;
     the number of boxes must agree in any case).
     """
-    import warnings
-
     if fmt not in DETECT_EXPORT_FORMATS:
         raise ConfigError(f"export format {fmt!r} is not one of {', '.join(DETECT_EXPORT_FORMATS)}")
     detector, meta = load_detector(weights)

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import torch
 import torchvision
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -343,8 +345,6 @@ def read_detector_meta(path: str | os.PathLike) -> DetectorMeta:
 
 def save_detector(detector: nn.Module, path: str | os.PathLike, meta: DetectorMeta) -> None:
     """Write the detector's weights and ``meta`` as safetensors (atomically)."""
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in detector.state_dict().items()}
     atomic_save(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_metadata()))
 
@@ -360,9 +360,6 @@ def build_from_meta(meta: DetectorMeta) -> FasterRCNN:
 
 def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[FasterRCNN, DetectorMeta]:
     """Rebuild the detector of the weights file ``path`` and load it strictly; eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     meta = read_detector_meta(path)
     detector = build_from_meta(meta)
     try:
