@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runfolder
+from .detection.experiments import FULL_COMMANDS as DETECTION_COMMANDS
 from .errors import DataError
 from .files import atomic_write_text
 from .reproduce import DEFAULT_ROOT, EXPERIMENTS, run_summary
@@ -62,6 +63,10 @@ FULL_RUN_COMMANDS = (
     "resnetlab reproduce cifar_table6 'seeds=[0,1,2,3,4]' --data cifar10=PATH",
     "resnetlab reproduce fig7 --data cifar10=PATH",
     "resnetlab reproduce gradients --data cifar10=PATH",
+    # Tables 7/8 (appendix A): ImageNet ResNet-101 weights first, then Faster R-CNN on VOC and COCO
+    DETECTION_COMMANDS["weights"],
+    DETECTION_COMMANDS["table7"],
+    DETECTION_COMMANDS["table8"],
     "resnetlab report",
 )
 
