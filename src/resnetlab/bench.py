@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
