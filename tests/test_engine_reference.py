@@ -19,7 +19,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
