@@ -412,8 +412,8 @@ def train_recipe(
     base = get_recipe(recipe)
     saved = _saved_config(out, recipe) if resume else None
     if saved is not None:
-        data = data or saved.pop("data", None)
-        saved.pop("data", None)
+        saved_data = saved.pop("data", None)
+        data = data or saved_data
         base = apply_overrides(base, saved)
     config = apply_overrides(base, parse_overrides(list(overrides)))
     return train(config, data=data, out_dir=out, resume=resume, progress=progress, provenance={"recipe": recipe})
