@@ -199,7 +199,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 @command
 def add_export(sub: Any) -> None:
-    p = sub.add_parser("export", help="export a weights file to ONNX or TorchScript")
+    p = sub.add_parser("export", help="export a weights file to ONNX, TorchScript or a model-hub folder")
     p.add_argument("weights")
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("-o", "--out", required=True)
