@@ -1,4 +1,4 @@
-"""Pooled-value agreement of the two stem poolings (issue 15): torchvision's 3x3/2 max pool with
+"""Pooled-value agreement of the two stem poolings: torchvision's 3x3/2 max pool with
 padding 1 (floor) against Caffe's pool1 (no padding, ceil; the numpy reference of
 tests/test_caffe.py), on random 112x112 maps and on conv1 maps of the MSRA-named test network
 imported with ``stem_pool="torch"`` (before the fix) and ``"caffe"`` (after).

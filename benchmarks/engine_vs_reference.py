@@ -1,4 +1,4 @@
-"""The training engine against a plain PyTorch loop written here, on real CIFAR-10 (issue 13, section 6).
+"""The training engine against a plain PyTorch loop written here, on real CIFAR-10.
 
 ResNet-20 with the paper's CIFAR recipe (section 4.2: batch 128, SGD momentum 0.9, weight decay
 1e-4, lr 0.1, pad-4 random crop + flip, per-pixel mean subtraction) shortened to 4,000

@@ -1,4 +1,4 @@
-"""The Caffe importer against an independent reference (issue 15, section 1).
+"""The Caffe importer against an independent reference.
 
 The network is an MSRA-named ResNet-50 (conv1, bn_conv1, scale_conv1, pool1, res2a_branch1, ...,
 fc1000) with tiny stage widths, defined by a prototxt as the KaimingHe/deep-residual-networks
@@ -351,7 +351,7 @@ def test_imported_msra_model_matches_caffe(tmp_path, capsys, side):
     before = create_model("resnet50", **{**meta.kwargs, "stem_pool": "torch"}).eval()
     before.load_state_dict(model.state_dict())
     # Pooled-value agreement with Caffe's pooling of the same conv1 map: all of them now; before,
-    # ~30 % (the issue's 29 % on 112x112), or not even the same size.
+    # ~30 % (about 29 % on 112x112), or not even the same size.
     caffe_pooled = caffe_pool(stem.numpy(), 3, 2)
     np.testing.assert_array_equal(pooled.numpy(), caffe_pooled)
     pooled_before = before.maxpool(stem).numpy()
@@ -420,7 +420,7 @@ def pool1_agreement(x: torch.Tensor) -> float:
 
 
 def test_pool1_agreement_on_a_112_map():
-    """The issue's figure: on a 112x112 map the two poolings agree on ~29 % of the outputs (each
+    """The figure to match: on a 112x112 map the two poolings agree on ~29 % of the outputs (each
     3x3 window shares 2x2 of its 14-value union with the other: 4/14 = 28.6 % for distinct values)."""
     torch.manual_seed(0)
     agreement = pool1_agreement(torch.randn(1, 64, 112, 112))

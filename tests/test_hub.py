@@ -1,4 +1,4 @@
-"""Model-hub folders (issue 15, section 4): save_pretrained / from_pretrained, the hub cache
+"""Model-hub folders: save_pretrained / from_pretrained, the hub cache
 offline, `resnetlab export --format hub`, and timm loading what resnetlab wrote."""
 
 from __future__ import annotations

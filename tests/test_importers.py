@@ -1,4 +1,4 @@
-"""Importers: akamaster (real files), torchvision, timm; and the hostile/bad checkpoints of issue 9."""
+"""Importers: akamaster (real files), torchvision, timm; and hostile or broken checkpoints."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def test_forward_backward_tiny(name: str) -> None:
     torch.testing.assert_close(model.forward_head(feats), out)
 
 
-# Issue 3: multiply-adds at 224x224 in GMACs (conv + linear), to 3 decimals.
+# Multiply-adds at 224x224 in GMACs (conv + linear), to 3 decimals.
 V1_GMACS = {18: 1.814, 34: 3.664, 50: 3.858, 101: 7.570, 152: 11.282}
 V15_GMACS = {50: 4.089, 101: 7.801, 152: 11.514}
 

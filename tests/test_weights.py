@@ -1,4 +1,4 @@
-"""Weights files: round trip, metadata contract, refusals, and hostile/corrupt files (issues 6, 9)."""
+"""Weights files: round trip, metadata contract, refusals, and hostile/corrupt files."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def _metadata_strategy():
 @settings(max_examples=200, deadline=None)
 @given(_metadata_strategy())
 def test_metadata_reader_never_crashes(md):
-    """Property (issue 9): any metadata either parses to a valid WeightsMeta or is a WeightsError."""
+    """Property: any metadata either parses to a valid WeightsMeta or is a WeightsError."""
     try:
         meta = WeightsMeta.from_metadata(md)
     except WeightsError:
@@ -173,7 +173,7 @@ def test_metadata_reader_never_crashes(md):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=6))
 def test_fuzz_mutated_files(saved, tmp_path, flips):
-    """Fuzz round (issue 9): a weights file with mutated bytes loads or is refused with WeightsError."""
+    """Fuzz round: a weights file with mutated bytes loads or is refused with WeightsError."""
     _, path = saved
     data = bytearray(path.read_bytes())
     # Most mutations aim at the 8-byte length and the JSON header, where parsing happens.

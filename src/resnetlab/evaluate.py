@@ -325,8 +325,8 @@ def evaluate(
     three arguments are refused); their class lists must agree.  Probabilities are averaged as
     :func:`probabilities` does.  ``dataset`` yields ``(uint8 C x H x W, target)``.  With
     ``out_dir``, per-class accuracy (``per_class.json``) and a confusion-matrix plot
-    (``confusion.png``) are written there (see :func:`write_report`).  Returns DESIGN's eval
-    keys: ``protocol n correct top1_acc top5_acc top1_err top5_err`` (fractions) plus ``seconds``.
+    (``confusion.png``) are written there (see :func:`write_report`).  Returns the eval
+    JSON keys: ``protocol n correct top1_acc top5_acc top1_err top5_err`` (fractions) plus ``seconds``.
     """
     if (model is None) == (models is None):
         raise ConfigError("evaluate: give either a model (with mean and std) or models=[(model, meta), ...]")
@@ -454,7 +454,7 @@ def run_eval(
     progress: bool = True,
 ) -> dict[str, Any]:
     """``resnetlab eval``: evaluate a weights file (or a bare model name, random weights), or an
-    ensemble of several, on the ``split`` of the DESIGN data spec ``data``; returns DESIGN's eval
+    ensemble of several, on the ``split`` of the data spec ``data``; returns the eval
     JSON object plus ``models`` (the targets) and ``ensemble`` (more than one).  ``device``
     ``auto`` picks CUDA when available.
 
