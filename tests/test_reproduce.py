@@ -146,14 +146,11 @@ def test_shortened_cifar_experiments_end_to_end(tmp_path) -> None:
 
 def _fake_run(run_dir, config, data, *, provenance=None, finished=True, checkpoint=False) -> None:
     """A run folder as train() leaves it (config.json, metrics.jsonl; final weights or a checkpoint)."""
-    import torch
-
     from resnetlab import runfolder
     from resnetlab.reproduce.runs import resolved_config
 
     run_dir.mkdir(parents=True)
-    runfolder.write_config(run_dir, resolved_config(config, data), runfolder.environment(torch.device("cpu"), 1),
-                           provenance)
+    runfolder.write_config(run_dir, resolved_config(config, data), "cpu", 1, provenance)
     (run_dir / "metrics.jsonl").write_text(json.dumps({"step": config.iterations, "val_err": 0.25, "time": 60.0}) + "\n")
     if finished:
         (run_dir / "final.safetensors").write_bytes(b"weights")

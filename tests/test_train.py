@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -418,3 +419,42 @@ def test_tensorboard_events_beside_metrics(reference: Path) -> None:
     assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([r["lr"] for r in logged])
     assert [e.value for e in events.Scalars("val/err")] == pytest.approx([r["val_err"] for r in records if "val_err" in r])
     assert {"train/err", "train/img_s"} <= set(events.Tags()["scalars"]) and events.Tags()["images"] == ["curves"]
+
+
+def test_resume_after_a_crash_hides_the_events_logged_after_the_checkpoint(reference: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash (no checkpoint on the way out) after the step-6 log line, with the checkpoint at
+    step 4: the resumed run logs step 6 again, and TensorBoard shows each step once, as
+    metrics.jsonl does."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    lr = Schedule.lr
+
+    def crash_at_step_7(self, step):
+        if step == 7:
+            raise RuntimeError("power cut")
+        return lr(self, step)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(Schedule, "lr", crash_at_step_7)
+        with pytest.raises(RuntimeError, match="power cut"):
+            train(tiny_config(checkpoint_every=4), out_dir=out, progress=False)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
+    train(tiny_config(checkpoint_every=4), out_dir=out, resume=True, progress=False)
+    events = accumulator.EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8]
+    assert [e.step for e in events.Scalars("val/err")] == [4, 8]
+    assert [r["step"] for r in metric_lines(out)] == [r["step"] for r in metric_lines(reference)]
+
+
+def test_resume_of_a_finished_run_trains_and_rewrites_nothing(reference: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    result = train(tiny_config(), out_dir=out, resume=True, progress=False)
+    assert "already finished (step 8 of 8)" in capsys.readouterr().err
+    assert result.step == 8 and not result.interrupted and result.weights == out / "final.safetensors"
+    assert result.val_err == [r["val_err"] for r in metric_lines(reference) if "val_err" in r][-1]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

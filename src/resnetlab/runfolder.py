@@ -1,4 +1,5 @@
-"""Run folders: ``config.json``, ``metrics.jsonl`` and the resumable ``checkpoint.pt``.
+"""Run folders: ``config.json``, ``metrics.jsonl``, the resumable ``checkpoint.pt`` and, once a run
+has finished, ``final.safetensors``.
 
 A run folder is created empty or resumed, never overwritten: an existing non-empty folder
 without ``--resume`` is refused, and ``--resume`` needs a checkpoint written under the same
@@ -17,15 +18,16 @@ import torch
 
 from .errors import ConfigError, WeightsError
 from .files import atomic_save, atomic_write_text
-from .machine import describe as environment  # what a run ran on: the one probe, under the name run folders use
+from .machine import describe
 from .recipes import result_changes
 
-__all__ = ["CHECKPOINT", "prepare", "write_config", "MetricsLog", "save_checkpoint",
-           "load_checkpoint", "read_metrics", "environment"]
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FINAL", "prepare", "write_config", "MetricsLog", "save_checkpoint",
+           "load_checkpoint", "read_metrics"]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+FINAL = "final.safetensors"
 
 
 def prepare(out_dir: str | os.PathLike, config: dict[str, Any], resume: bool) -> Path | None:
@@ -57,11 +59,13 @@ def prepare(out_dir: str | os.PathLike, config: dict[str, Any], resume: bool) ->
     return checkpoint
 
 
-def write_config(out_dir: Path, config: dict[str, Any], env: dict[str, Any],
+def write_config(out_dir: Path, config: dict[str, Any], device: torch.device | str, world_size: int = 1,
                  provenance: dict[str, Any] | None = None) -> None:
     """``config.json``: the resolved config's fields at the top level (as recipes name them,
-    ``device`` resolved), plus ``config`` (as given, for resume checks), ``environment`` and
-    ``provenance`` (what made the run, written once when it is created)."""
+    ``device`` resolved), plus ``config`` (as given, for resume checks), ``environment`` (what
+    the run runs on: :func:`resnetlab.machine.describe` of ``device`` and ``world_size``
+    processes) and ``provenance`` (what made the run, written once when it is created)."""
+    env = describe(device, world_size)
     body = dict(config, config=config, environment=env, device=env["device"], provenance=provenance or {})
     atomic_write_text(out_dir / CONFIG, json.dumps(body, indent=2) + "\n")
 

@@ -31,9 +31,10 @@ _missing_reported = False
 
 class TensorBoardLog:
     """Event files under ``out_dir / "tensorboard"``; ``enabled=False`` (or no ``tensorboard``
-    package, or a write error) makes every method do nothing."""
+    package, or a write error) makes every method do nothing. ``purge_step`` (a resumed run: its
+    checkpoint's step + 1) hides the events an earlier writer logged at that step or later."""
 
-    def __init__(self, out_dir: Path, enabled: bool = True) -> None:
+    def __init__(self, out_dir: Path, enabled: bool = True, purge_step: int | None = None) -> None:
         self.log_dir = Path(out_dir) / "tensorboard"
         self._writer: Any = None
         if not enabled:
@@ -45,7 +46,7 @@ class TensorBoardLog:
             _report_missing()
             return
         try:
-            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step)
         except OSError as exc:
             self._turn_off(exc)
 

@@ -166,7 +166,7 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
         metrics.truncate(int(state["metrics_offset"]))
     else:
         out.mkdir(parents=True, exist_ok=True)
-        runfolder.write_config(out, config, runfolder.environment(device, 1))
+        runfolder.write_config(out, config, device)
     started = time.perf_counter()
 
     def save(step: int) -> None:

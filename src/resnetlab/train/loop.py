@@ -50,7 +50,7 @@ class RunResult:
     step: int
     iterations: int
     val_err: float | None
-    weights: Path | None  # final.safetensors (None when interrupted)
+    weights: Path | None  # runfolder.FINAL (None when interrupted)
     interrupted: bool
     seconds: float
     skipped_images: int = 0
@@ -221,7 +221,7 @@ def _validate(model: nn.Module, val: ImageSet | None, crop: int, mean: Any, std:
 def _finish(model: nn.Module, cfg: TrainConfig, train_set: ImageSet, pipeline: Pipeline, mean: Any, std: Any,
             out: Path) -> Path:
     """``final.safetensors`` (with the input normalization and size used) and ``curves.png``."""
-    weights = out / "final.safetensors"
+    weights = out / runfolder.FINAL
     channels = train_set.images.shape[1] if train_set.images is not None else 3
     save_weights(model.to(memory_format=torch.contiguous_format), weights, mean=torch.as_tensor(mean).tolist(),
                  std=torch.as_tensor(std).tolist(), classes=train_set.classes,
@@ -302,14 +302,18 @@ class _Run:
         self.state = build(cfg, len(train_set.classes), self.device, schedule, distributed=procs.world > 1)
         self.meter = Meter()
         self.metrics = runfolder.MetricsLog(out, enabled=procs.main)
-        self.board = TensorBoardLog(out, enabled=procs.main)  # every scalar is flushed when written
         if checkpoint is not None:
             self._restore(runfolder.load_checkpoint(checkpoint))
         elif procs.main:
             out.mkdir(parents=True, exist_ok=True)
-            runfolder.write_config(out, resolved, runfolder.environment(self.device, procs.world), provenance)
-
+            runfolder.write_config(out, resolved, self.device, procs.world, provenance)
         total = schedule.total
+        if self.state.step >= total and (out / runfolder.FINAL).is_file():
+            return self._already_finished(total)
+        # a resumed run hides the events it logged after its checkpoint, as metrics.jsonl was cut there
+        self.board = TensorBoardLog(out, enabled=procs.main,
+                                    purge_step=self.state.step + 1 if checkpoint is not None else None)
+
         hooks = [Hook(cfg.log_every, self._log), Hook(cfg.eval_every, self._evaluate),
                  Hook(cfg.checkpoint_every, self._checkpoint)]
         bar = tqdm(total=total, initial=self.state.step, unit="step", desc=f"train {cfg.model}", file=sys.stderr,
@@ -336,6 +340,16 @@ class _Run:
         self.board.close()
         return RunResult(out, self.state.step, total, self.val_err, weights, interrupted,
                          time.perf_counter() - self.started, batches.skipped)
+
+    def _already_finished(self, total: int) -> RunResult:
+        """``--resume`` of a run that had finished: nothing is trained or rewritten; the result is
+        the run's own (its last validation error from ``metrics.jsonl``, its final weights)."""
+        errors = [r["val_err"] for r in runfolder.read_metrics(self.out) if r.get("val_err") is not None]
+        if self.processes.main:
+            print(f"resnetlab: {self.out} already finished (step {self.state.step} of {total}); nothing to train",
+                  file=sys.stderr)
+        return RunResult(self.out, self.state.step, total, errors[-1] if errors else None,
+                         self.out / runfolder.FINAL, False, 0.0)
 
     # --- hooks
 
