@@ -21,10 +21,10 @@ __all__ = ["TrainConfig", "RECIPES", "RESULT_NEUTRAL_KEYS", "get_recipe", "list_
 #: float rounding order): a resumed run may change them, a reproduce run ignores them when it
 #: decides whether a finished run can be reused, and a run that changes only these still used
 #: the recipe unchanged. ``eval_every`` is NOT here: it sets when the plateau schedule looks at
-#: the validation error. The one list: everything else in resnetlab imports it.
+#: the validation error. ``threads`` is the detection runs' CPU thread count. The one list:
+#: everything else in resnetlab (classification and detection runs) imports it.
 RESULT_NEUTRAL_KEYS = frozenset({"device", "num_workers", "compile", "channels_last", "deterministic", "log_every",
-                                 "checkpoint_every"})
-
+                                 "checkpoint_every", "threads"})
 
 
 @dataclass(frozen=True)
