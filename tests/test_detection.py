@@ -355,6 +355,11 @@ def test_train_eval_predict_export_cli(trained, tiny_coco, tmp_path, capsys):
     assert result["max_abs_diff"] is None or result["max_abs_diff"] < 1e-2
     # mistakes: one line on stderr, exit code 2
     assert main(["detect", "eval", str(image), "--data", f"coco={tiny_coco}"]) == 2
+    capsys.readouterr()
+    for classifier_command in (["eval", weights, "--data", "digits"], ["predict", weights, str(image)],
+                               ["export", weights, "--format", "onnx", "-o", str(tmp_path / "c.onnx")]):
+        assert main(classifier_command) == 2  # a detector file given to the classifier's commands
+        assert "a detector weights file (fasterrcnn_" in capsys.readouterr().err
     assert main(["detect", "train", "shapes_demo", "bogus=1", "--data", "shapes", "--out", str(tmp_path / "x")]) == 2
     assert "unknown key" in capsys.readouterr().err
 

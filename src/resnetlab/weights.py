@@ -34,6 +34,7 @@ from .registry import create_model, model_info
 
 __all__ = [
     "FORMAT_VERSION",
+    "DETECTOR_FORMAT",
     "WeightsMeta",
     "save_weights",
     "load_weights",
@@ -45,6 +46,8 @@ __all__ = [
 
 FORMAT_VERSION = "1"
 PREFIX = "resnetlab."
+#: ``resnetlab.format`` of a detector weights file (``resnetlab.detection``): not a classifier
+DETECTOR_FORMAT = "detector-1"
 REQUIRED_KEYS = ("model", "kwargs", "mean", "std", "input_size", "classes", "source")
 
 # safetensors dtype names -> bytes per element (the format's own table)
@@ -87,6 +90,9 @@ class WeightsMeta:
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str], where: str = "weights file") -> "WeightsMeta":
         """Parse and check ``resnetlab.*`` metadata; :class:`WeightsError` names the bad key."""
+        if metadata.get(PREFIX + "format") == DETECTOR_FORMAT:
+            raise WeightsError(f"{where}: a detector weights file ({metadata.get(PREFIX + 'detector', '?')}), not a "
+                               "classifier: use `resnetlab detect eval|predict|export`")
         missing = [PREFIX + k for k in REQUIRED_KEYS if PREFIX + k not in metadata]
         if missing:
             raise WeightsError(

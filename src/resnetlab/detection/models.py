@@ -40,7 +40,7 @@ from ..errors import ConfigError, UnknownModelError, WeightsError
 from ..files import atomic_save
 from ..models.features import FeatureNet
 from ..registry import create_model, model_info
-from ..weights import check_state_dict, load_weights, read_header
+from ..weights import DETECTOR_FORMAT, PREFIX, check_state_dict, load_weights, read_header
 
 __all__ = [
     "DETECTORS",
@@ -60,8 +60,6 @@ ANCHOR_SIZES = (128, 256, 512)
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 #: appendix A / Faster R-CNN: shorter side 600, longer side at most 1000
 MIN_SIZE, MAX_SIZE = 600, 1000
-PREFIX = "resnetlab."
-FORMAT = "detector-1"
 
 
 @dataclass(frozen=True)
@@ -319,7 +317,7 @@ class DetectorMeta:
 
     def to_metadata(self) -> dict[str, str]:
         """The safetensors string metadata (``resnetlab.*`` keys)."""
-        return {PREFIX + "format": FORMAT, PREFIX + "detector": self.detector,
+        return {PREFIX + "format": DETECTOR_FORMAT, PREFIX + "detector": self.detector,
                 PREFIX + "kwargs": json.dumps(self.kwargs, sort_keys=True), PREFIX + "classes": json.dumps(self.classes),
                 PREFIX + "mean": json.dumps(self.mean), PREFIX + "std": json.dumps(self.std),
                 PREFIX + "source": self.source}
@@ -329,7 +327,7 @@ def read_detector_meta(path: str | os.PathLike) -> DetectorMeta:
     """The metadata of the detector weights file ``path`` (no tensors read); a classification
     weights file or a corrupt one is a :class:`WeightsError`."""
     meta = read_header(Path(path)).get("__metadata__") or {}
-    if meta.get(PREFIX + "format") != FORMAT:
+    if meta.get(PREFIX + "format") != DETECTOR_FORMAT:
         what = "a classification weights file" if PREFIX + "model" in meta else "not a resnetlab detector file"
         raise WeightsError(f"{path}: {what}; `resnetlab detect` needs the final.safetensors of a `detect train` run")
     try:
