@@ -26,6 +26,7 @@ from resnetlab.detection.recipes import DETECT_RECIPES, get_detect_recipe
 from resnetlab.errors import ConfigError, DataError, UnknownModelError, WeightsError
 from resnetlab.reproduce.experiments import EXPERIMENTS
 from resnetlab.reproduce.runs import dataset_name
+from resnetlab.train import Schedule
 
 # a tiny backbone: CIFAR ResNet-8 (conv1, three stages at strides 1/2/4): trunk = conv1..layer2, head = layer3
 TINY = ["backbone=cifar_resnet", 'backbone_kwargs={"depth": 8}', "trainable_stages=4", "min_size=64",
@@ -292,17 +293,17 @@ def test_training_resumes_exactly(tiny_coco, tmp_path, monkeypatch):
                    "iterations=4"]
     data = f"coco={tiny_coco}"
     whole = train_detector("shapes_demo", args, data=data, out_dir=tmp_path / "a", progress=False)
-    real = engine._learning_rate
+    real = Schedule.lr
 
-    def ctrl_c_at_step_2(cfg, step):
+    def ctrl_c_at_step_2(self, step):
         if step == 2:
             raise KeyboardInterrupt
-        return real(cfg, step)
+        return real(self, step)
 
-    monkeypatch.setattr(engine, "_learning_rate", ctrl_c_at_step_2)
+    monkeypatch.setattr(Schedule, "lr", ctrl_c_at_step_2)
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C: the checkpoint of step 2 is written, then it stops
         train_detector("shapes_demo", args, data=data, out_dir=tmp_path / "b", progress=False)
-    monkeypatch.setattr(engine, "_learning_rate", real)
+    monkeypatch.setattr(Schedule, "lr", real)
     assert not (tmp_path / "b" / "final.safetensors").exists()
     # threads changes the speed and the float rounding order, not the recipe: a resume may set it
     # (to the same count here, so that the weights stay bit-identical)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -172,8 +173,10 @@ def test_schedules() -> None:
     for step in range(10):  # a window of 10 steps at 70 % training error ends the warm-up
         warm.record(step, torch.tensor(3), 10)
     assert warm.warm and warm.lr(10) == 0.1
-    cosine = Schedule(0.1, "cosine", 100, warmup_iterations=10)
-    assert cosine.lr(0) == pytest.approx(0.01 * 0.5 * 2)
+    cosine = Schedule(0.1, "cosine", 100, warmup_iterations=10)  # linear warm-up from lr/10
+    assert cosine.lr(0) == pytest.approx(0.01)
+    assert cosine.lr(5) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 5 / 100)) * (0.1 + 0.9 * 5 / 10))
+    assert cosine.lr(10) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 10 / 100)))
     assert cosine.lr(50) == pytest.approx(0.05)
     plateau = Schedule(0.1, "plateau", 100, plateau_patience=2)
     for err in (0.5, 0.4, 0.45, 0.41):

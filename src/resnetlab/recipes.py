@@ -59,7 +59,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = (32_000, 48_000)
     gamma: float = 0.1
     plateau_patience: int = 3  # evaluations without a new best validation error before lr *= gamma
-    warmup_iterations: int = 0  # linear warm-up from 0
+    warmup_iterations: int = 0  # linear warm-up from lr/10 (not in the paper)
     warmup_lr: float = 0.01
     warmup_until_train_error: float | None = None  # lr = warmup_lr until training error < this (ResNet-110)
     label_smoothing: float = 0.0

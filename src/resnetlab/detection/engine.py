@@ -34,6 +34,7 @@ from ..data.images import decode_image
 from ..device import resolve_device
 from ..errors import ConfigError, DataError, TrainingError
 from ..files import atomic_save
+from ..train.schedule import Schedule
 from .data import DetectionSet, open_detection_data, parse_detection_data
 from .metrics import Detections, coco_map, voc07_map
 from .models import DETECTORS, DetectorMeta, create_detector, load_detector, save_detector
@@ -79,13 +80,6 @@ def _hflip(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.
     boxes = target["boxes"].clone()
     boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
     return image.flip(-1), dict(target, boxes=boxes)
-
-
-def _learning_rate(cfg: DetectConfig, step: int) -> float:
-    lr = cfg.lr * cfg.gamma ** sum(step >= m for m in cfg.milestones)
-    if step < cfg.warmup_iterations:
-        lr *= 0.1 + 0.9 * step / cfg.warmup_iterations
-    return lr
 
 
 @torch.inference_mode()
@@ -155,6 +149,8 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
                                **cfg.detector_kwargs()).to(device)
     params = [p for p in detector.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # appendix A: lr divided by 10 at the milestones; the optional warm-up is the training engine's
+    schedule = Schedule(cfg.lr, "multistep", cfg.iterations, tuple(cfg.milestones), cfg.gamma, cfg.warmup_iterations)
     metrics = runfolder.MetricsLog(out)
     start, elapsed_before = 0, 0.0
     if checkpoint is not None:
@@ -200,7 +196,7 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
                     image, target = _hflip(image, target)
                 images.append(image.to(device, torch.float32) / 255)
                 targets.append({k: v.to(device) for k, v in target.items()})
-            lr = _learning_rate(cfg, step)
+            lr = schedule.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if images:

@@ -35,8 +35,8 @@ def _no_sync(values: list[float]) -> list[float]:
 @dataclass
 class Schedule:
     """A run's learning rate: ``multistep`` (``milestones`` in steps), ``cosine``, ``plateau`` or
-    ``constant``, times ``gamma`` per milestone or plateau, with an optional linear warm-up over
-    ``warmup_iterations`` and the paper's warm-up at ``warmup_lr`` until the training error is
+    ``constant``, times ``gamma`` per milestone or plateau, with an optional linear warm-up from
+    a tenth of that over ``warmup_iterations`` and the paper's warm-up at ``warmup_lr`` until the training error is
     below ``warmup_until_train_error``.
 
     ``all_sum`` and ``broadcast`` connect the processes of a distributed run (identity in one
@@ -74,8 +74,8 @@ class Schedule:
             lr *= self.gamma ** bisect.bisect_right(self.milestones, step)
         elif self.kind == "cosine":
             lr *= 0.5 * (1 + math.cos(math.pi * step / self.total))
-        if step < self.warmup_iterations:
-            lr *= (step + 1) / self.warmup_iterations
+        if step < self.warmup_iterations:  # linear, from lr/10 at step 0 (not in the paper)
+            lr *= 0.1 + 0.9 * step / self.warmup_iterations
         return lr
 
     def record(self, step: int, correct: torch.Tensor, seen: int) -> None:
