@@ -305,15 +305,20 @@ def test_training_resumes_exactly(tiny_coco, tmp_path, monkeypatch):
         train_detector("shapes_demo", args, data=data, out_dir=tmp_path / "b", progress=False)
     monkeypatch.setattr(Schedule, "lr", real)
     assert not (tmp_path / "b" / "final.safetensors").exists()
-    # threads changes the speed and the float rounding order, not the recipe: a resume may set it
-    # (to the same count here, so that the weights stay bit-identical)
-    threads = [f"threads={torch.get_num_threads()}"]
-    train_detector("shapes_demo", args + threads, data=data, out_dir=tmp_path / "b", resume=True, progress=False)
+    # --out and --resume alone: the settings and the data come from config.json; threads changes the
+    # speed and the float rounding order, not the recipe, so a resume may set it (to the same count
+    # here, so that the weights stay bit-identical)
+    train_detector("shapes_demo", [f"threads={torch.get_num_threads()}"], out_dir=tmp_path / "b", resume=True,
+                   progress=False)
     a = resnetlab.detection.load_detector(whole.weights)[0].state_dict()
     b = resnetlab.detection.load_detector(tmp_path / "b" / "final.safetensors")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "train_loss" in r] == [1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="iterations: 4 -> 5"):  # a result-changing override is refused
+        train_detector("shapes_demo", ["iterations=5"], out_dir=tmp_path / "b", resume=True, progress=False)
+    with pytest.raises(ConfigError, match="a run of recipe 'shapes_demo'.*resnetlab detect train shapes_demo"):
+        train_detector("paper_voc", out_dir=tmp_path / "b", resume=True, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                           resume=args.resume)
     if result.interrupted:
         print(f"resnetlab: stopped at step {result.step}/{result.iterations}; checkpoint saved. "
-              f"Continue with: resnetlab train {args.recipe} ... --out {result.out_dir} --resume", file=sys.stderr)
+              f"Continue with: resnetlab train {args.recipe} --out {result.out_dir} --resume", file=sys.stderr)
         sys.exit(130)
     val = "n/a" if result.val_err is None else f"{100 * result.val_err:.2f} %"
     print(f"run folder: {result.out_dir}")

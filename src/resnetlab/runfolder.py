@@ -21,8 +21,8 @@ from .files import atomic_save, atomic_write_text
 from .machine import describe
 from .recipes import result_changes
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FINAL", "prepare", "write_config", "MetricsLog", "save_checkpoint",
-           "load_checkpoint", "read_metrics"]
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FINAL", "prepare", "write_config", "saved_config", "MetricsLog",
+           "save_checkpoint", "load_checkpoint", "read_metrics"]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -68,6 +68,21 @@ def write_config(out_dir: Path, config: dict[str, Any], device: torch.device | s
     env = describe(device, world_size)
     body = dict(config, config=config, environment=env, device=env["device"], provenance=provenance or {})
     atomic_write_text(out_dir / CONFIG, json.dumps(body, indent=2) + "\n")
+
+
+def saved_config(out_dir: Path, recipe: str, command: str = "resnetlab train") -> dict[str, Any] | None:
+    """The config a run folder was created with (``config.json``'s ``config``; None when the
+    folder has none), for ``--resume`` with only ``--out``. A folder made by another recipe
+    (its ``provenance``) is refused, naming the ``command`` that resumes it."""
+    try:
+        body = json.loads((Path(out_dir) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    made_by = (body.get("provenance") or {}).get("recipe")
+    if made_by is not None and made_by != recipe:
+        raise ConfigError(f"{out_dir} is a run of recipe {made_by!r}, not {recipe!r}: resume it with "
+                          f"`{command} {made_by} --out {out_dir} --resume`")
+    return dict(body["config"])
 
 
 class MetricsLog:

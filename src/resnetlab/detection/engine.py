@@ -127,13 +127,20 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
                    out_dir: str | os.PathLike | None = None, resume: bool = False,
                    progress: bool = True) -> DetectRunResult:
     """Train the detection recipe ``recipe`` (``paper_voc``, ``paper_coco``, ``shapes_demo``) with
-    ``key=value`` ``overrides`` on ``data`` (``coco=PATH``, ``voc=PATH``, ``shapes``) into ``out_dir``."""
-    cfg = get_detect_recipe(recipe, overrides)
+    ``key=value`` ``overrides`` on ``data`` (``coco=PATH``, ``voc=PATH``, ``shapes``) into ``out_dir``.
+    With ``resume`` the run folder's ``config.json`` gives the config and the data, so
+    ``--out DIR --resume`` alone continues a run; overrides may then change only keys that do
+    not change the result (``device``, ``threads``, ...)."""
+    out = Path(out_dir) if out_dir is not None else Path("runs") / f"detect_{recipe}"
+    saved = runfolder.saved_config(out, recipe, "resnetlab detect train") if resume else None
+    if saved is not None:
+        data = data or saved.pop("data", None)
+        saved.pop("recipe", None)
+    cfg = get_detect_recipe(recipe, overrides, saved=saved)
     spec = data or cfg.data
     if not spec:
         raise ConfigError(f"recipe {recipe} needs --data (coco=PATH, voc=PATH or shapes)")
     parse_detection_data(spec)
-    out = Path(out_dir) if out_dir is not None else Path("runs") / f"detect_{recipe}"
     config = dict(dataclasses.asdict(cfg), data=spec, recipe=recipe)
     config = json.loads(json.dumps(config))  # tuples as lists, as config.json holds them
     checkpoint = runfolder.prepare(out, config, resume)
@@ -162,7 +169,7 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
         metrics.truncate(int(state["metrics_offset"]))
     else:
         out.mkdir(parents=True, exist_ok=True)
-        runfolder.write_config(out, config, device)
+        runfolder.write_config(out, config, device, provenance={"recipe": recipe})
     started = time.perf_counter()
 
     def save(step: int) -> None:

@@ -125,9 +125,11 @@ DETECT_RECIPES: dict[str, tuple[DetectConfig, str]] = {
 }
 
 
-def get_detect_recipe(name: str, overrides: list[str] | dict | None = None) -> DetectConfig:
-    """The recipe ``name`` with ``key=value`` overrides applied (type-checked; unknown keys refused)."""
+def get_detect_recipe(name: str, overrides: list[str] | dict | None = None, *,
+                      saved: dict[str, Any] | None = None) -> DetectConfig:
+    """The recipe ``name`` with ``key=value`` overrides applied (type-checked; unknown keys
+    refused); ``saved`` (a run folder's config, when it is resumed) is applied before them."""
     if name not in DETECT_RECIPES:
         raise ConfigError(f"unknown detection recipe {name!r}; choose one of {', '.join(DETECT_RECIPES)}")
     pairs = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
-    return apply_overrides(DETECT_RECIPES[name][0], pairs)
+    return apply_overrides(apply_overrides(DETECT_RECIPES[name][0], saved or {}), pairs)

@@ -10,7 +10,6 @@ next step, the checkpoint is written, and ``--resume`` continues bit-identically
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -424,24 +423,10 @@ def train_recipe(
     that do not change the result (``device``, ``num_workers``, ...)."""
     out = Path(out_dir) if out_dir is not None else Path("runs") / recipe
     base = get_recipe(recipe)
-    saved = _saved_config(out, recipe) if resume else None
+    saved = runfolder.saved_config(out, recipe) if resume else None
     if saved is not None:
         saved_data = saved.pop("data", None)
         data = data or saved_data
         base = apply_overrides(base, saved)
     config = apply_overrides(base, parse_overrides(list(overrides)))
     return train(config, data=data, out_dir=out, resume=resume, progress=progress, provenance={"recipe": recipe})
-
-
-def _saved_config(out: Path, recipe: str) -> dict[str, Any] | None:
-    """The resolved config a run folder was created with (None when it has none); a folder made
-    by another recipe is refused."""
-    try:
-        body = json.loads((out / runfolder.CONFIG).read_text())
-    except (OSError, ValueError):
-        return None
-    made_by = (body.get("provenance") or {}).get("recipe")
-    if made_by is not None and made_by != recipe:
-        raise ConfigError(f"{out} is a run of recipe {made_by!r}, not {recipe!r}: resume it with "
-                          f"`resnetlab train {made_by} --out {out} --resume`")
-    return dict(body["config"])
