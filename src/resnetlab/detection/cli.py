@@ -62,6 +62,10 @@ def add_detect(sub: Any) -> None:
 
 def cmd_detect_train(args: argparse.Namespace) -> None:
     result = train_detector(args.recipe, args.overrides, data=args.data, out_dir=args.out, resume=args.resume)
+    if result.interrupted:
+        print(f"resnetlab: stopped at step {result.step}/{result.iterations}; checkpoint saved. Continue with: "
+              f"resnetlab detect train {args.recipe} --out {result.out_dir} --resume", file=sys.stderr)
+        sys.exit(130)
     print(f"run folder: {result.out_dir}")
     print(f"weights: {result.weights}")
     val = "n/a" if result.metrics is None else (f"mAP {100 * result.metrics['map']:.2f} %, "

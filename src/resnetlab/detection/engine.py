@@ -14,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from ..data.images import decode_image
 from ..device import resolve_device
 from ..errors import ConfigError, DataError, TrainingError
 from ..files import atomic_save
+from ..train.distributed import StopRequest
 from ..train.schedule import Schedule
 from .data import DetectionSet, open_detection_data, parse_detection_data
 from .metrics import Detections, coco_map, voc07_map
@@ -59,6 +58,7 @@ class DetectRunResult:
     seconds: float
     skipped: int
     losses: list[float]
+    interrupted: bool = False  # stopped by Ctrl-C/SIGTERM: a checkpoint at ``step``, no weights
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -160,12 +160,14 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
     schedule = Schedule(cfg.lr, "multistep", cfg.iterations, tuple(cfg.milestones), cfg.gamma, cfg.warmup_iterations)
     metrics = runfolder.MetricsLog(out)
     start, elapsed_before = 0, 0.0
+    window: list[dict[str, float]] = []  # per-step losses since the last log line
     if checkpoint is not None:
         state = runfolder.load_checkpoint(checkpoint)
         detector.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, elapsed_before = int(state["step"]), float(state["elapsed"])
         train_set.skipped = int(state.get("skipped", 0))
+        window = list(state.get("window", []))  # the losses since the last log line
         metrics.truncate(int(state["metrics_offset"]))
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -175,22 +177,24 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
     def save(step: int) -> None:
         runfolder.save_checkpoint(out / runfolder.CHECKPOINT, {
             "step": step, "model": detector.state_dict(), "optimizer": optimizer.state_dict(),
-            "skipped": train_set.skipped, "metrics_offset": metrics.offset(),
+            "skipped": train_set.skipped, "window": window, "metrics_offset": metrics.offset(),
             "elapsed": elapsed_before + time.perf_counter() - started})
 
     bar = tqdm(total=cfg.iterations, initial=start, unit="step", desc=f"detect train {cfg.model}", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
-    window: list[dict[str, float]] = []
     window_start = time.perf_counter()
     losses: list[float] = []
     last_eval: dict[str, Any] | None = None
     step = start
     detector.train()
-    # SIGTERM (a scheduler's stop) ends the run like Ctrl-C: checkpoint, then stop.
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
-    try:
+    with StopRequest() as stop:  # Ctrl-C or SIGTERM: the step in progress ends, a checkpoint, return
         for step in range(start, cfg.iterations):
+            if stop.requested(step):
+                save(step)
+                bar.close()
+                return DetectRunResult(out, None, step, cfg.iterations, last_eval,
+                                       elapsed_before + time.perf_counter() - started, train_set.skipped, losses,
+                                       interrupted=True)
             torch.manual_seed(_step_seed(cfg.seed, step))
             flips = torch.rand(cfg.batch_size, generator=torch.Generator().manual_seed(_step_seed(cfg.seed, step)))
             images, targets = [], []
@@ -243,13 +247,6 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
                 detector.train()
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
                 save(done)
-    except KeyboardInterrupt:
-        save(step)
-        bar.close()
-        raise
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
     bar.close()
     weights = out / FINAL
     save_detector(detector, weights, _meta(cfg, train_set.classes, detector, f"resnetlab detect train {recipe}"))

@@ -106,7 +106,9 @@ def _run(ctx: Any, settings: DetectionTableSettings, split: str) -> tuple[Path, 
     weights = run / "final.safetensors"
     if not weights.is_file():
         resume = (run / "checkpoint.pt").is_file()
-        train_detector(settings.detect_recipe, settings.overrides(), data=ctx.data, out_dir=run, resume=resume)
+        if train_detector(settings.detect_recipe, settings.overrides(), data=ctx.data, out_dir=run,
+                          resume=resume).interrupted:
+            raise KeyboardInterrupt  # the run saved a checkpoint; the same command resumes it
     return run, run_detect_eval(weights, ctx.data, split=split, device=settings.device, limit=settings.val_images)
 
 

@@ -5,7 +5,8 @@
 - :mod:`.state`: :class:`TrainState` (model, wrapped model, optimizer, scaler, EMA, schedule,
   step) and the optimizer step;
 - :mod:`.schedule`: :class:`Schedule` (the lr of a step, the ResNet-110 warm-up and plateau decisions);
-- :mod:`.distributed`: the ``torchrun`` process group and the engine's few collectives.
+- :mod:`.distributed`: the ``torchrun`` process group, the engine's few collectives and the
+  one interrupt path (:class:`StopRequest`).
 
 The data side (which augmentation runs where, the batches of a step) is
 :mod:`resnetlab.data.pipeline`. A checkpoint holds the whole state (including the open warm-up
@@ -13,7 +14,7 @@ window and the counts since the last log line), the RNG states and the metrics o
 killed at any step resumes bit-identically on CPU.
 """
 
-from .distributed import Processes, process_group
+from .distributed import Processes, StopRequest, process_group
 from .loop import Hook, Meter, RunResult, input_normalization, run_steps, train, train_recipe
 from .schedule import WARMUP_WINDOW, Schedule
 from .state import StepFn, TrainState, build, make_train_step
@@ -34,4 +35,5 @@ __all__ = [
     "Meter",
     "Processes",
     "process_group",
+    "StopRequest",
 ]

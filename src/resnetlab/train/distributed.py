@@ -1,17 +1,20 @@
-"""The processes of a ``torchrun`` job: the process group, and the few collectives the engine uses."""
+"""The processes of a ``torchrun`` job: the process group, the few collectives the engine uses,
+and the stop request (SIGINT/SIGTERM) they agree on."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["Processes", "process_group"]
+__all__ = ["Processes", "process_group", "StopRequest"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,34 @@ def process_group(device: torch.device) -> Iterator[Processes]:
     finally:
         if owned:
             dist.destroy_process_group()
+
+
+class StopRequest:
+    """The one interrupt path of a training loop: inside ``with``, SIGINT (Ctrl-C) and SIGTERM (a
+    scheduler's stop) only set a flag, so a step is never cut in half; the loop asks
+    :meth:`requested` before each step, saves a checkpoint and returns. The processes of a job
+    agree on the flag every ``every`` steps (one all-reduce)."""
+
+    def __init__(self, processes: Processes = Processes(), every: int = 1) -> None:
+        self.processes, self.every = processes, every
+        self.raised = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def requested(self, step: int) -> bool:
+        """Whether to stop before ``step``: at once in one process, at agreed steps in a job."""
+        if self.processes.world == 1:
+            return self.raised
+        return step % self.every == 0 and self.processes.all_sum([float(self.raised)])[0] > 0

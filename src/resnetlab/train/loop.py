@@ -11,9 +11,7 @@ next step, the checkpoint is written, and ``--resume`` continues bit-identically
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,7 @@ from ..evaluate import evaluate
 from ..recipes import TrainConfig, get_recipe
 from ..tensorboard import TensorBoardLog
 from ..weights import save_weights
-from .distributed import Processes, process_group
+from .distributed import Processes, StopRequest, process_group
 from .schedule import Schedule
 from .state import StepFn, TrainState, build, make_train_step
 
@@ -101,34 +99,6 @@ class Meter:
     def load_state_dict(self, state: list[list[float]], device: torch.device) -> None:
         self.pending = [(torch.tensor(loss, dtype=torch.float32, device=device),
                          torch.tensor(int(correct), device=device), int(n)) for loss, correct, n in state]
-
-
-class _Stop:
-    """SIGINT/SIGTERM set a flag; processes agree on it every ``every`` steps (one all-reduce)."""
-
-    def __init__(self, processes: Processes, every: int) -> None:
-        self.processes, self.every = processes, every
-        self.raised = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_Stop":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.raised = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def requested(self, step: int) -> bool:
-        """Whether to stop before ``step``: at once in one process, at agreed steps in a job."""
-        if self.processes.world == 1:
-            return self.raised
-        return step % self.every == 0 and self.processes.all_sum([float(self.raised)])[0] > 0
 
 
 def run_steps(state: TrainState, step_fn: StepFn, batches: TrainBatches, meter: Meter, hooks: list[Hook],
@@ -319,7 +289,7 @@ class _Run:
                    disable=not (progress and procs.main), dynamic_ncols=True)
         self.state.model.train()
         try:
-            with _Stop(procs, cfg.log_every) as stop:
+            with StopRequest(procs, cfg.log_every) as stop:
                 interrupted = run_steps(self.state, make_train_step(self.state, cfg), batches, self.meter, hooks,
                                         total, stop.requested, bar)
         except torch.OutOfMemoryError:
