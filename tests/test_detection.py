@@ -323,6 +323,10 @@ def test_training_resumes_exactly(tiny_coco, tmp_path, monkeypatch):
 
     # the same lines, the step-4 loss averaged over steps 3-4 although the stop fell between them
     assert lines(tmp_path / "b") == lines(tmp_path / "a")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir() if p.is_file()}
+    again = train_detector("shapes_demo", out_dir=tmp_path / "b", resume=True, progress=False)  # finished: no-op
+    assert again.step == 4 and again.metrics == {k[4:]: v for k, v in lines(tmp_path / "b")[-1].items() if k != "step"}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir() if p.is_file()} == before
     assert [r["step"] for r in lines(tmp_path / "b") if "train_loss" in r] == [2, 4]
     with pytest.raises(ConfigError, match="iterations: 4 -> 5"):  # a result-changing override is refused
         train_detector("shapes_demo", ["iterations=5"], out_dir=tmp_path / "b", resume=True, progress=False)

@@ -172,6 +172,12 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
     else:
         out.mkdir(parents=True, exist_ok=True)
         runfolder.write_config(out, config, device, provenance={"recipe": recipe})
+    if start >= cfg.iterations and (out / FINAL).is_file():  # --resume of a finished run: nothing to do
+        print(f"resnetlab: {out} already finished (step {start} of {cfg.iterations}); nothing to train",
+              file=sys.stderr)
+        evals = [r for r in runfolder.read_metrics(out) if "val_map" in r]
+        last = {k[len("val_"):]: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else None
+        return DetectRunResult(out, out / FINAL, start, cfg.iterations, last, 0.0, train_set.skipped, [])
     started = time.perf_counter()
 
     def save(step: int) -> None:
