@@ -177,7 +177,7 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
               file=sys.stderr)
         evals = [r for r in runfolder.read_metrics(out) if "val_map" in r]
         last = {k[len("val_"):]: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else None
-        return DetectRunResult(out, out / FINAL, start, cfg.iterations, last, 0.0, train_set.skipped, [])
+        return DetectRunResult(out, out / FINAL, start, cfg.iterations, last, elapsed_before, train_set.skipped, [])
     started = time.perf_counter()
 
     def save(step: int) -> None:

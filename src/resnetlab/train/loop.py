@@ -312,13 +312,14 @@ class _Run:
 
     def _already_finished(self, total: int) -> RunResult:
         """``--resume`` of a run that had finished: nothing is trained or rewritten; the result is
-        the run's own (its last validation error from ``metrics.jsonl``, its final weights)."""
+        the run's own (its last validation error from ``metrics.jsonl``, its final weights, its
+        training time)."""
         errors = [r["val_err"] for r in runfolder.read_metrics(self.out) if r.get("val_err") is not None]
         if self.processes.main:
             print(f"resnetlab: {self.out} already finished (step {self.state.step} of {total}); nothing to train",
                   file=sys.stderr)
         return RunResult(self.out, self.state.step, total, errors[-1] if errors else None,
-                         self.out / runfolder.FINAL, False, 0.0)
+                         self.out / runfolder.FINAL, False, self.elapsed_before)
 
     # --- hooks
 
