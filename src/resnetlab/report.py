@@ -176,7 +176,7 @@ def _runs_section(root: Path, results: Path) -> tuple[list[str], dict[str, Path]
                      f"{s['iterations_done']} | {_recipe_cell(s)} | {s['device']} | {wall} | {err} |")
         if (s["full"] and s["finished"] and s["dataset"] == WEIGHTS_DATASET and s["model"] in RESULT_WEIGHTS
                 and s["model"] not in keep):
-            keep[s["model"]] = folder / "final.safetensors"
+            keep[s["model"]] = folder / runfolder.FINAL
     return lines + [""], keep
 
 

@@ -42,7 +42,6 @@ from .recipes import DetectConfig, get_detect_recipe
 __all__ = ["DetectRunResult", "train_detector", "detect", "evaluate_detector", "run_detect_eval", "predict_images",
            "export_detector", "DETECT_EXPORT_FORMATS"]
 
-FINAL = "final.safetensors"
 DETECT_EXPORT_FORMATS = ("torchscript", "onnx")
 
 
@@ -172,12 +171,12 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
     else:
         out.mkdir(parents=True, exist_ok=True)
         runfolder.write_config(out, config, device, provenance={"recipe": recipe})
-    if start >= cfg.iterations and (out / FINAL).is_file():  # --resume of a finished run: nothing to do
+    if start >= cfg.iterations and (out / runfolder.FINAL).is_file():  # --resume of a finished run: nothing to do
         print(f"resnetlab: {out} already finished (step {start} of {cfg.iterations}); nothing to train",
               file=sys.stderr)
         evals = [r for r in runfolder.read_metrics(out) if "val_map" in r]
         last = {k[len("val_"):]: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else None
-        return DetectRunResult(out, out / FINAL, start, cfg.iterations, last, elapsed_before, train_set.skipped, [])
+        return DetectRunResult(out, out / runfolder.FINAL, start, cfg.iterations, last, elapsed_before, train_set.skipped, [])
     started = time.perf_counter()
 
     def save(step: int) -> None:
@@ -254,7 +253,7 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
                 save(done)
     bar.close()
-    weights = out / FINAL
+    weights = out / runfolder.FINAL
     save_detector(detector, weights, _meta(cfg, train_set.classes, detector, f"resnetlab detect train {recipe}"))
     _plot(out, cfg)
     return DetectRunResult(out, weights, cfg.iterations, cfg.iterations, last_eval,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .. import paper
+from .. import paper, runfolder
 from ..analysis.complexity import complexity
 from ..errors import ConfigError
 from .engine import run_detect_eval, train_detector
@@ -103,7 +103,7 @@ def _run(ctx: Any, settings: DetectionTableSettings, split: str) -> tuple[Path, 
         raise ConfigError(f"{ctx.experiment} measures on data: give --data "
                           f"{'voc=PATH' if settings.detect_recipe == 'paper_voc' else 'coco=PATH'} (or shapes for a smoke run)")
     run = ctx.folder.parent / "runs" / f"{ctx.experiment}-{settings.model}"
-    weights = run / "final.safetensors"
+    weights = run / runfolder.FINAL
     if not weights.is_file():
         resume = (run / "checkpoint.pt").is_file()
         if train_detector(settings.detect_recipe, settings.overrides(), data=ctx.data, out_dir=run,

@@ -167,7 +167,7 @@ def run_fig7(ctx: Context) -> dict:
     val = _val_split(ctx.data)
     rows = []
     for model in settings.nets():
-        net, meta = load_weights(found[(model, seed)] / "final.safetensors")
+        net, meta = load_weights(found[(model, seed)] / runfolder.FINAL)
         resp = layer_responses(net, val.images, mean=meta.mean, std=meta.std)
         name = tables.label(model)
         rows.append({"model": model, "label": name, "family": name.split("-")[0],

@@ -157,7 +157,7 @@ def ensure_run(config: TrainConfig, data: str, run_dir: Path, made_by: dict[str,
                 diff = "; ".join(f"{k}: {saved!r} there, {wanted!r} wanted" for k, (saved, wanted) in changed.items())
                 raise ConfigError(f"{run_dir} holds a run of another config ({diff}): it is neither reused nor "
                                   "resumed; delete it or use another --out")
-            if (run_dir / "final.safetensors").is_file():
+            if (run_dir / runfolder.FINAL).is_file():
                 print(f"reproduce: {run_dir} is finished with the same config; reusing it", file=sys.stderr)
                 return run_dir
             if not (run_dir / runfolder.CHECKPOINT).is_file():
@@ -201,7 +201,7 @@ def snapshot(experiment: str, settings: CifarSettings, model: str, seed: int, at
     config, run_dir = full, root / "runs" / name
     if at != full.iterations:
         config, run_dir = dataclasses.replace(full, iterations=at), root / "runs" / f"{name}-at{at}"
-    return ensure_run(config, data, run_dir, provenance(experiment, settings.recipe, config, data)) / "final.safetensors"
+    return ensure_run(config, data, run_dir, provenance(experiment, settings.recipe, config, data)) / runfolder.FINAL
 
 
 def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -232,7 +232,7 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
         "experiment": made_by.get("experiment"),
         "iterations": config["iterations"],
         "iterations_done": max((r["step"] for r in records if "step" in r), default=0),
-        "finished": (run_dir / "final.safetensors").is_file(),
+        "finished": (run_dir / runfolder.FINAL).is_file(),
         "device": device,
         "wall_time_s": max(times, default=None),
         "val_err": val[-1] if val else None,
