@@ -133,7 +133,8 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
     out = Path(out_dir) if out_dir is not None else Path("runs") / f"detect_{recipe}"
     saved = runfolder.saved_config(out, recipe, "resnetlab detect train") if resume else None
     if saved is not None:
-        data = data or saved.pop("data", None)
+        saved_data = saved.pop("data", None)  # popped whether or not --data is given: not an override
+        data = data or saved_data
         saved.pop("recipe", None)
     cfg = get_detect_recipe(recipe, overrides, saved=saved)
     spec = data or cfg.data

@@ -36,8 +36,8 @@ def _no_sync(values: list[float]) -> list[float]:
 class Schedule:
     """A run's learning rate: ``multistep`` (``milestones`` in steps), ``cosine``, ``plateau`` or
     ``constant``, times ``gamma`` per milestone or plateau, with an optional linear warm-up from
-    a tenth of that over ``warmup_iterations`` and the paper's warm-up at ``warmup_lr`` until the training error is
-    below ``warmup_until_train_error``.
+    a tenth of that over ``warmup_iterations`` and the paper's warm-up at ``warmup_lr`` until the
+    training error is below ``warmup_until_train_error``.
 
     ``all_sum`` and ``broadcast`` connect the processes of a distributed run (identity in one
     process): the warm-up window is summed over processes, and each decision is process 0's.
