@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test readme clean
+.PHONY: demo test readme clean campaign campaign-status
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	@OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The reproduction campaign (results/campaign): start or resume every unfinished run of the current
+# stage in the background, one process per run; campaign-status prints where each run stands.
+campaign: $(STAMP)
+	$(PY) -m resnetlab.reproduce.campaign start
+
+campaign-status: $(STAMP)
+	@$(PY) -m resnetlab.reproduce.campaign status
 
 # Regenerate the generated parts of README.md (model table) from the code.
 readme: $(STAMP)
