@@ -8,7 +8,7 @@ import pytest
 
 from resnetlab.config import apply_overrides, parse_overrides
 from resnetlab.errors import ConfigError
-from resnetlab.recipes import RECIPES, TrainConfig, get_recipe
+from resnetlab.recipes import RECIPES, RESULT_NEUTRAL_KEYS, TrainConfig, get_recipe, result_changes
 
 
 def test_paper_cifar_is_section_4_2() -> None:
@@ -41,7 +41,7 @@ def test_overrides_are_typed() -> None:
 @pytest.mark.parametrize("pair, key", [
     ("lr=-0.1", "lr"), ("batch_size=0", "batch_size"), ("gamma=2", "gamma"), ("momentum=1", "momentum"),
     ("milestones=[48000,32000]", "milestones"), ("batch_size=100", "accumulate"), ("iterations=x", "iterations"),
-    ("amp=fp8", "amp"), ("nosuchkey=1", "nosuchkey"), ("device=tpu", "device"),
+    ("amp=fp8", "amp"), ("nosuchkey=1", "nosuchkey"), ("device=tpu", "device"), ("threads=-1", "threads"),
 ])
 def test_bad_values_name_the_key(pair: str, key: str) -> None:
     overrides = parse_overrides([pair])
@@ -59,3 +59,11 @@ def test_unknown_recipe() -> None:
 def test_to_dict_is_json_ready() -> None:
     d = TrainConfig().to_dict()
     assert d["milestones"] == [32_000, 48_000] and set(d) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_threads_is_a_result_neutral_key() -> None:
+    """``threads=N`` sets a run's CPU threads (0: the command's automatic choice); it changes how fast a
+    run goes, not what it computes, so a resume may change it."""
+    r = apply_overrides(get_recipe("demo"), parse_overrides(["threads=1"]))
+    assert r.threads == 1 and get_recipe("demo").threads == 0
+    assert "threads" in RESULT_NEUTRAL_KEYS and not result_changes(r.to_dict(), get_recipe("demo").to_dict())

@@ -21,7 +21,7 @@ __all__ = ["TrainConfig", "RECIPES", "RESULT_NEUTRAL_KEYS", "get_recipe", "list_
 #: float rounding order): a resumed run may change them, a reproduce run ignores them when it
 #: decides whether a finished run can be reused, and a run that changes only these still used
 #: the recipe unchanged. ``eval_every`` is NOT here: it sets when the plateau schedule looks at
-#: the validation error. ``threads`` is the detection runs' CPU thread count. The one list:
+#: the validation error. ``threads`` is a run's CPU thread count. The one list:
 #: everything else in resnetlab (classification and detection runs) imports it.
 RESULT_NEUTRAL_KEYS = frozenset({"device", "num_workers", "compile", "channels_last", "deterministic", "log_every",
                                  "checkpoint_every", "threads"})
@@ -71,6 +71,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     num_workers: int = -1  # -1: auto (0 for in-memory data)
+    threads: int = 0  # CPU threads; 0: the command's choice (resnetlab.machine.choose_threads), N: exactly N
     deterministic: bool = False
     sync_bn: bool = False  # under torchrun on GPUs: BN statistics over the global batch
     # --- run folder
@@ -85,7 +86,7 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        non_negative = ("iterations", "epochs", "pad", "momentum", "weight_decay", "warmup_iterations",
+        non_negative = ("iterations", "epochs", "threads", "pad", "momentum", "weight_decay", "warmup_iterations",
                         "label_smoothing", "grad_clip", "eval_every", "checkpoint_every", "plateau_patience")
         for key in non_negative:
             if getattr(self, key) < 0:

@@ -29,6 +29,7 @@ from ..data.pipeline import Pipeline, TrainBatches, choose_pipeline
 from ..device import resolve_device
 from ..errors import ConfigError, TrainingError
 from ..evaluate import evaluate
+from ..machine import choose_threads
 from ..recipes import TrainConfig, get_recipe
 from ..tensorboard import TensorBoardLog
 from ..weights import save_weights
@@ -250,6 +251,10 @@ class _Run:
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
         checkpoint = runfolder.prepare(out, resolved, resume or (restarted and (out / runfolder.CHECKPOINT).is_file()))
         procs.barrier()  # every process has checked the folder before process 0 writes into it
+        if cfg.threads and cfg.threads != torch.get_num_threads():  # threads=N (0: the command's choice stands)
+            line = choose_threads(cfg.threads)
+            if procs.main:
+                print(f"resnetlab: {line}", file=sys.stderr)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
