@@ -56,7 +56,8 @@ def _batches(data: ImageSet, augment: str, crop: int | None, pad: int = 0, flip:
 def test_the_table_covers_every_pair_and_refuses_padding_elsewhere(sources: dict[str, ImageSet]) -> None:
     assert set(PIPELINES) == {(a, s) for a in AUGMENTS for s in ("memory", "folder")}
     for (augment, source), what in PIPELINES.items():
-        pipeline = choose_pipeline(augment, sources[source], crop=32, pad=4 if augment == "cifar" else 0, flip=True)
+        pipeline = choose_pipeline(augment, sources[source], crop=32, pad=4 if augment == "cifar" else 0,
+                                   flip=augment != "none")
         assert pipeline.source == source and what in pipeline.description
         if augment != "cifar":
             with pytest.raises(ConfigError, match=f"pad=4 with augment={augment} on {source} data"):
@@ -113,8 +114,12 @@ def test_scale_augmentations(sources: dict[str, ImageSet], augment: str, source:
     if augment == "imagenet":  # shorter side drawn from [256, 480] * crop / 224 = [37, 69]
         shorter = [min(s) for s in sizes]
         assert min(shorter) >= 37 and max(shorter) <= 69 and max(shorter) - min(shorter) > 10
-    elif augment == "alexnet":  # 256 x 256 * crop / 224
-        assert set(sizes) == {(37, 37)}
+    elif augment == "alexnet":  # shorter side to 256 * crop / 224 = 37, aspect kept, then the central 37 x 37
+        assert set(sizes) == {(37, 44)}
+        # columns increase left to right (value 1 + 4 * column of the 40 x 48 original): every crop lies in the
+        # central square, never at the stretched image's edges (columns 0-1 and 46-47)
+        unflipped = out[~_mirrored(out)]
+        assert unflipped[:, 0, H // 2, 0].min() > 1 + 4 * 2 and unflipped[:, 0, H // 2, -1].max() < 1 + 4 * 45
     else:
         assert set(sizes) == {(crop, crop)}
     assert 0.2 < _mirrored(out).float().mean() < 0.8
@@ -123,10 +128,12 @@ def test_scale_augmentations(sources: dict[str, ImageSet], augment: str, source:
 
 @pytest.mark.parametrize("source", ["memory", "folder"])
 def test_none_is_the_evaluation_view(sources: dict[str, ImageSet], source: str) -> None:
-    out = _batches(sources[source], "none", 24)
+    out = _batches(sources[source], "none", 24, flip=False)
     image, _ = sources["memory"][0]
     assert torch.equal(out[0], center_view(image, 24))
     assert (out == out[0]).all()  # no randomness at all
+    with pytest.raises(ConfigError, match=f"flip=true with augment=none on {source} data"):  # it never flips
+        choose_pipeline("none", sources[source], crop=24, pad=0, flip=True)
 
 
 def test_pca_lighting_is_alexnets() -> None:

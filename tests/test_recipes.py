@@ -67,3 +67,27 @@ def test_threads_is_a_result_neutral_key() -> None:
     r = apply_overrides(get_recipe("demo"), parse_overrides(["threads=1"]))
     assert r.threads == 1 and get_recipe("demo").threads == 0
     assert "threads" in RESULT_NEUTRAL_KEYS and not result_changes(r.to_dict(), get_recipe("demo").to_dict())
+
+
+@pytest.mark.parametrize("pairs, refusal", [
+    (["schedule=cosine"], "milestones=\\[32000, 48000\\] with schedule=cosine"),
+    (["schedule=constant"], "milestones=\\[32000, 48000\\] with schedule=constant"),
+    (["schedule=cosine", "milestones=[]", "gamma=0.5"], "gamma=0.5 with schedule=cosine"),
+    (["schedule=constant", "milestones=[]", "gamma=0.2"], "gamma=0.2 with schedule=constant"),
+    (["warmup_lr=0.02"], "warmup_lr=0.02 without warmup_until_train_error"),
+    (["mean=[0.5,0.5,0.5]"], "mean=\\[0.5, 0.5, 0.5\\] with normalization=per_pixel_mean"),
+])
+def test_settings_the_run_would_not_use_are_refused(pairs: list[str], refusal: str) -> None:
+    """A value parsed and then ignored is refused with what would use it."""
+    with pytest.raises(ConfigError, match=refusal):
+        apply_overrides(get_recipe("paper_cifar"), parse_overrides(pairs))
+
+
+def test_the_same_settings_where_they_are_used() -> None:
+    ok = [["schedule=cosine", "milestones=[]"], ["schedule=constant", "milestones=[]"],
+          ["warmup_until_train_error=0.8", "warmup_lr=0.02"], ["normalization=per_channel", "mean=[0.5,0.5,0.5]"],
+          ["gamma=0.5"]]
+    for pairs in ok:
+        apply_overrides(get_recipe("paper_cifar"), parse_overrides(pairs))
+    for recipe in RECIPES.values():  # every recipe uses what it sets
+        apply_overrides(recipe, {})

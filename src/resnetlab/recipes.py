@@ -121,6 +121,26 @@ class TrainConfig:
             raise ConfigError(f"train_subset must be >= 1, got {self.train_subset}")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
             raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
+        self._refuse_unused()
+
+    def _refuse_unused(self) -> None:
+        """A setting the run would parse and then not use is refused, naming what would use it:
+        ``milestones`` outside the multistep schedule, ``gamma`` with the cosine and constant ones,
+        ``warmup_lr`` without ``warmup_until_train_error``, ``mean`` under the per-pixel mean. Such
+        a field must stay at its default (``milestones`` empty)."""
+        default = {f.name: f.default for f in dataclasses.fields(self)}
+        if self.milestones and self.schedule != "multistep":
+            raise ConfigError(f"milestones={list(self.milestones)} with schedule={self.schedule}: only the multistep "
+                              "schedule has milestones; set milestones=[]")
+        if self.gamma != default["gamma"] and self.schedule in ("cosine", "constant"):
+            raise ConfigError(f"gamma={self.gamma} with schedule={self.schedule}: only the multistep and plateau "
+                              "schedules multiply the lr by gamma")
+        if self.warmup_lr != default["warmup_lr"] and self.warmup_until_train_error is None:
+            raise ConfigError(f"warmup_lr={self.warmup_lr} without warmup_until_train_error: it is the lr of the "
+                              "paper's warm-up until the training error is below that (section 4.2); set both")
+        if tuple(self.mean) != default["mean"] and self.normalization == "per_pixel_mean":
+            raise ConfigError(f"mean={list(self.mean)} with normalization=per_pixel_mean: the per-pixel mean is "
+                              "computed from the training images; set normalization=per_channel to subtract mean")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready data (tuples become lists)."""

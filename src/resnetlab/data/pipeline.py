@@ -40,8 +40,10 @@ PIPELINES: dict[tuple[str, str], str] = {
     ("cifar", "folder"): "pad zeros, random crop, flip: per image in loader workers (section 4.2)",
     ("imagenet", "memory"): "shorter side random in [256, 480]*crop/224, random crop, flip, PCA lighting (section 3.4)",
     ("imagenet", "folder"): "shorter side random in [256, 480]*crop/224, random crop, flip, PCA lighting (section 3.4)",
-    ("alexnet", "memory"): "resize to 256x256*crop/224, random crop, flip, PCA lighting (Krizhevsky et al. 2012)",
-    ("alexnet", "folder"): "resize to 256x256*crop/224, random crop, flip, PCA lighting (Krizhevsky et al. 2012)",
+    ("alexnet", "memory"): "shorter side to 256*crop/224, centre 256x256*crop/224, random crop, flip, PCA lighting "
+                           "(Krizhevsky et al. 2012)",
+    ("alexnet", "folder"): "shorter side to 256*crop/224, centre 256x256*crop/224, random crop, flip, PCA lighting "
+                           "(Krizhevsky et al. 2012)",
     ("random_resized_crop", "memory"): "random area 8-100 %, aspect 3/4-4/3, resized to crop, flip (not the paper's)",
     ("random_resized_crop", "folder"): "random area 8-100 %, aspect 3/4-4/3, resized to crop, flip (not the paper's)",
     ("none", "memory"): "the evaluation view (shorter side to crop*256/224, central crop; as is at its own size)",
@@ -89,7 +91,8 @@ def choose_pipeline(augment: str, data: ImageSet, *, crop: int | None, pad: int,
 
     ``crop`` None means the images' own size for in-memory data and :data:`DEFAULT_CROP` for
     folders. Refused with a :class:`ConfigError` naming the combination: an unknown augmentation;
-    ``pad`` > 0 with anything but ``cifar`` (only that augmentation pads); a ``cifar`` crop larger
+    ``pad`` > 0 with anything but ``cifar`` (only that augmentation pads); ``flip`` with ``none``
+    (the evaluation view is never mirrored); a ``cifar`` crop larger
     than the padded image; a crop of another size than the images when the per-pixel mean must
     be subtracted is checked by the caller, which knows the normalization.
     """
@@ -99,6 +102,9 @@ def choose_pipeline(augment: str, data: ImageSet, *, crop: int | None, pad: int,
     if pad and augment != "cifar":
         raise ConfigError(f"pad={pad} with augment={augment} on {source} data: only augment=cifar pads "
                           "(section 4.2); set pad=0")
+    if flip and augment == "none":
+        raise ConfigError(f"flip=true with augment=none on {source} data: augment=none is the evaluation view, "
+                          "never mirrored; set flip=false, or choose an augmentation that flips")
     size = tuple(data.images.shape[-2:]) if data.images is not None else None
     if crop is None:
         crop = size[0] if size is not None and size[0] == size[1] else DEFAULT_CROP

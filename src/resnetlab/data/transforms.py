@@ -151,10 +151,14 @@ def scale_crop_flip(image: torch.Tensor, crop: int, flip: bool, generator: torch
 
 
 def square_crop_flip(image: torch.Tensor, crop: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """AlexNet's augmentation (Krizhevsky et al. 2012, sections 2 and 4.1): the image resized to
-    256 x 256 (scaled by ``crop`` / 224), a random ``crop`` x ``crop`` crop, a flip."""
+    """AlexNet's augmentation (Krizhevsky et al. 2012, sections 2 and 4.1): the shorter side resized
+    to 256 and the central 256 x 256 patch kept ("rescaled the image such that the shorter side was
+    of length 256, and then cropped out the central 256x256 patch"; sides scaled by ``crop`` / 224),
+    then a random ``crop`` x ``crop`` crop and a flip.  The aspect ratio is kept, as the evaluation
+    view (:func:`center_view`) keeps it."""
     side = round(crop * RESIZE_RATIO)
-    return _mirror(_random_crop(TF.resize(image, [side, side], antialias=True), crop, generator), flip, generator)
+    square = TF.center_crop(TF.resize(image, [side], antialias=True), [side])
+    return _mirror(_random_crop(square, crop, generator), flip, generator)
 
 
 def random_resized_crop_flip(image: torch.Tensor, crop: int, flip: bool, generator: torch.Generator,
