@@ -20,6 +20,7 @@ __all__ = [
     "ZeroPadShortcut",
     "make_shortcut",
     "check_choice",
+    "check_widths",
     "he_init_",
 ]
 
@@ -30,6 +31,13 @@ def check_choice(name: str, value: object, choices: tuple) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def check_widths(widths: object, stages: int, names: str) -> None:
+    """Raise :class:`ConfigError` unless ``widths`` is a list or tuple of ``stages`` positive integers."""
+    if not (isinstance(widths, (list, tuple)) and len(widths) == stages
+            and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+        raise ConfigError(f"widths must be {stages} positive integers ({names}), got {widths!r}")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -66,13 +74,19 @@ class ZeroPadShortcut(nn.Module):
         return f"stride={self.stride}, pad=({self.pad_before}, {self.pad_after})"
 
 
-def make_shortcut(option: ShortcutOption, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+def make_shortcut(option: ShortcutOption, in_planes: int, out_planes: int, stride: int, *,
+                  avg_down: bool = False, batch_norm: bool = True) -> nn.Module | None:
     """The shortcut module of one residual block, or ``None`` for the identity.
 
     A: identity; zero-padded identity where dimensions increase (no parameters).
     B: identity; 1x1 projection + BN where dimensions increase.
     C: 1x1 projection + BN on every block.
     ``None`` (plain nets) also returns ``None``: the block then adds nothing.
+
+    ``avg_down`` (ResNet-D, He et al. 2019, section 4.1) averages 2x2 windows with the stride
+    before a stride-1 projection, timm's ``avg_down`` layout (``downsample.1`` conv,
+    ``downsample.2`` BN); ``batch_norm=False`` leaves the BN out (pre-activation units, He et
+    al. 2016: the projection sees the unit's pre-activated input).
     """
     changes = stride != 1 or in_planes != out_planes
     if option is None or (option in ("A", "B") and not changes):
@@ -80,8 +94,15 @@ def make_shortcut(option: ShortcutOption, in_planes: int, out_planes: int, strid
     if option == "A":
         if out_planes < in_planes:
             raise ConfigError("shortcut 'A' cannot reduce channels; use 'B' or 'C'")
+        if avg_down:
+            raise ConfigError("shortcut_avg_down applies to projection shortcuts ('B' or 'C'), not 'A'")
         return ZeroPadShortcut(in_planes, out_planes, stride)
-    return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+    norm = [nn.BatchNorm2d(out_planes)] if batch_norm else []
+    if not avg_down:
+        return nn.Sequential(conv1x1(in_planes, out_planes, stride), *norm)
+    # count_include_pad=False and ceil_mode: odd maps keep their last row and column, averaged alone.
+    pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+    return nn.Sequential(pool, conv1x1(in_planes, out_planes), *norm)
 
 
 def he_init_(model: nn.Module, zero_init_residual: bool = False) -> None:

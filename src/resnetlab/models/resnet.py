@@ -6,6 +6,11 @@ nets of section 4.2 included (see ``cifar_resnet.py``): the stage table is data,
 (``conv1 bn1 layer1.0.conv1 ... layer2.0.downsample.0/1 ... fc``), so torchvision ResNet
 checkpoints load strictly into ``variant="v1.5"``.  Paper stage ``conv2_x`` is ``layer1``,
 ``conv3_x`` is ``layer2``, and so on (:data:`STAGE_NAMES`).
+
+The successors that change only a bottleneck's width or the stem and the shortcuts are
+switches of the same class, off by default: ``groups`` / ``width_per_group`` (ResNeXt, Wide
+ResNets: ``resnext.py``, ``wide_resnet.py``), ``stem="deep"`` and ``shortcut_avg_down`` (ResNet-C
+and ResNet-D of He et al. 2019, registered here as timm's ``resnet50d`` and friends).
 """
 
 from __future__ import annotations
@@ -17,17 +22,22 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import register_model
-from .layers import ShortcutOption, check_choice, conv1x1, conv3x3, he_init_, make_shortcut
+from .layers import ShortcutOption, check_choice, check_widths, conv1x1, conv3x3, he_init_, make_shortcut
 from .features import FeatureStage
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "IMAGENET_STAGES", "STAGE_NAMES", "resnet", "plain"]
 
 PAPER = "He et al. 2015, Table 1"
+PAPER_D = "He et al. 2019, section 4.1 (ResNet-D)"
 Variant = Literal["v1", "v1.5"]
 SHORTCUTS = ("A", "B", "C")
 VARIANTS = ("v1", "v1.5")
 StemPool = Literal["torch", "caffe"]
 STEM_POOLS = ("torch", "caffe")
+Stem = Literal["imagenet", "cifar", "deep"]
+STEMS = ("imagenet", "cifar", "deep")
+#: filters of the three 3x3 convs of the deep stem (ResNet-C, He et al. 2019, Fig. 2b)
+DEEP_STEM_WIDTHS = (32, 32, 64)
 #: ``planes`` of conv2_x..conv5_x in paper Table 1
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 
@@ -51,15 +61,21 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         shortcut: ShortcutOption = "B",
         variant: Variant = "v1",
+        groups: int = 1,
+        base_width: int = 64,
+        avg_down: bool = False,
     ) -> None:
         super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ConfigError("groups and width_per_group change a bottleneck's 3x3 conv (ResNeXt, Wide ResNets); "
+                              "basic blocks (ResNet-18/34) have none")
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         # torchvision calls the shortcut module "downsample"; we keep its keys.
-        self.downsample = make_shortcut(shortcut, in_planes, planes, stride)
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, avg_down=avg_down)
         self.residual = shortcut is not None
 
     @property
@@ -88,6 +104,9 @@ class Bottleneck(nn.Module):
 
     ``variant="v1"`` (the paper and its Caffe models) puts the stride of a downsampling
     block on the first 1x1 conv; ``"v1.5"`` (torchvision, timm) puts it on the 3x3.
+    The 3x3 conv has ``planes * base_width / 64 * groups`` channels in ``groups`` groups:
+    ``planes`` by default, ResNeXt's C x d with ``groups=C, base_width=d`` (Xie et al. 2017,
+    Fig. 3c), a Wide ResNet's with ``base_width=128`` (torchvision's layout of both).
     """
 
     expansion = 4
@@ -100,17 +119,21 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         shortcut: ShortcutOption = "B",
         variant: Variant = "v1",
+        groups: int = 1,
+        base_width: int = 64,
+        avg_down: bool = False,
     ) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if variant == "v1" else (1, stride)
-        self.conv1 = conv1x1(in_planes, planes, stride_1x1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride_3x3)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = conv1x1(in_planes, width, stride_1x1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride_3x3, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(shortcut, in_planes, planes * self.expansion, stride)
+        self.downsample = make_shortcut(shortcut, in_planes, planes * self.expansion, stride, avg_down=avg_down)
         self.residual = shortcut is not None
 
     @property
@@ -151,13 +174,16 @@ class ResNet(nn.Module):
         num_classes: classifier outputs.
         shortcut: ``"A"``, ``"B"``, ``"C"`` (section 4.1), or ``None`` for the plain net.
         variant: where a downsampling bottleneck strides, ``"v1"`` (paper) or ``"v1.5"``.
-        stem: ``"imagenet"`` (7x7/64 stride 2 conv + 3x3 stride-2 max pool) or ``"cifar"``
-            (3x3 conv with ``widths[0]`` filters, section 4.2).
+        stem: ``"imagenet"`` (7x7/64 stride 2 conv + 3x3 stride-2 max pool), ``"cifar"``
+            (3x3 conv with ``widths[0]`` filters, section 4.2) or ``"deep"`` (ResNet-C: three 3x3
+            convs of 32, 32 and 64 filters, the first striding, + the max pool; He et al. 2019).
         stem_pool: the ImageNet stem's max pool: ``"torch"`` (padding 1, sizes rounded down, as
             torchvision) or ``"caffe"`` (no padding, sizes rounded up: ``pool1`` of the MSRA Caffe
             models). Both give 56x56 from 112x112, but they pool different windows.
         zero_init_residual: start the last BN of every residual branch at zero (not the paper's).
         in_chans: input channels.
+        groups, width_per_group: the bottleneck's grouped 3x3 conv (see :class:`Bottleneck`).
+        shortcut_avg_down: projections average-pool, then convolve with stride 1 (ResNet-D).
     """
 
     def __init__(
@@ -168,16 +194,23 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         shortcut: ShortcutOption = "B",
         variant: Variant = "v1",
-        stem: Literal["imagenet", "cifar"] = "imagenet",
+        stem: Stem = "imagenet",
         zero_init_residual: bool = False,
         in_chans: int = 3,
         stem_pool: StemPool = "torch",
+        groups: int = 1,
+        width_per_group: int = 64,
+        shortcut_avg_down: bool = False,
     ) -> None:
         super().__init__()
         check_choice("shortcut", shortcut, SHORTCUTS + (None,))
         check_choice("variant", variant, VARIANTS)
-        check_choice("stem", stem, ("imagenet", "cifar"))
+        check_choice("stem", stem, STEMS)
         check_choice("stem_pool", stem_pool, STEM_POOLS)
+        check_choice("shortcut_avg_down", shortcut_avg_down, (False, True))
+        for key, value in (("groups", groups), ("width_per_group", width_per_group)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
         if stem == "cifar" and stem_pool != "torch":
             raise ConfigError("stem_pool applies to the ImageNet stem only; the CIFAR stem has no max pool")
         if len(layers) != len(widths) or any(n < 1 for n in layers):
@@ -185,9 +218,16 @@ class ResNet(nn.Module):
         self.block = block
         self.shortcut = shortcut
         self.variant = variant
+        self.block_options = dict(groups=groups, base_width=width_per_group, avg_down=shortcut_avg_down)
         self.in_planes = widths[0] if stem == "cifar" else 64
         if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.conv1: nn.Module = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        elif stem == "deep":
+            # ResNet-C (He et al. 2019, section 4.1): the 7x7 conv becomes three 3x3 convs; timm's keys
+            # (conv1.0, conv1.1, conv1.3, conv1.4, conv1.6).
+            c1, c2, c3 = DEEP_STEM_WIDTHS
+            self.conv1 = nn.Sequential(conv3x3(in_chans, c1, stride=2), nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
+                                       conv3x3(c1, c2), nn.BatchNorm2d(c2), nn.ReLU(inplace=True), conv3x3(c2, c3))
         else:
             self.conv1 = conv3x3(in_chans, self.in_planes)
         self.bn1 = nn.BatchNorm2d(self.in_planes)
@@ -217,7 +257,8 @@ class ResNet(nn.Module):
     def _make_stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         stage = []
         for i in range(blocks):
-            stage.append(self.block(self.in_planes, planes, stride if i == 0 else 1, self.shortcut, self.variant))
+            stage.append(self.block(self.in_planes, planes, stride if i == 0 else 1, self.shortcut, self.variant,
+                                    **self.block_options))
             self.in_planes = planes * self.block.expansion
         return nn.Sequential(*stage)
 
@@ -228,7 +269,7 @@ class ResNet(nn.Module):
     def feature_stages(self) -> list[FeatureStage]:
         """Stages for ``features_only`` (models/features.py): conv1 (after its ReLU), then each
         stage of blocks, the first with the stem's max pool (``conv2_x``, Table 1)."""
-        reduction = self.conv1.stride[0]
+        reduction = 1 if isinstance(self.maxpool, nn.Identity) else 2  # the CIFAR stem does not stride
         stages = [FeatureStage("conv1", ("conv1", "bn1", "relu"), self.bn1.num_features, reduction)]
         for i, name in enumerate(self.stage_names):
             reduction *= (self.maxpool.stride if isinstance(self.maxpool, nn.MaxPool2d) else 1) if i == 0 else 2
@@ -276,17 +317,23 @@ def resnet(
     in_chans: int = 3,
     stem_pool: StemPool = "torch",
     widths: Sequence[int] = IMAGENET_WIDTHS,
+    stem: Literal["imagenet", "deep"] = "imagenet",
+    shortcut_avg_down: bool = False,
+    groups: int = 1,
+    width_per_group: int = 64,
 ) -> ResNet:
     """ImageNet ResNet of paper Table 1 (``depth`` in 18, 34, 50, 101, 152).
 
     ``stem_pool="caffe"`` is the MSRA Caffe models' ``pool1`` (see :class:`ResNet`); ``widths``
     narrows (or widens) the four stages, Table 1's ``(64, 128, 256, 512)`` by default.
+    Opt-in successors, none of them the paper's: ``variant="v1.5"`` is ResNet-B, ``stem="deep"``
+    ResNet-C and ``shortcut_avg_down=True`` ResNet-D (He et al. 2019, section 4.1);
+    ``groups``/``width_per_group`` widen or group the bottleneck's 3x3 conv (ResNeXt, Wide ResNets).
     """
     if depth not in IMAGENET_STAGES:
         raise ConfigError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, got {depth!r}")
-    if not (isinstance(widths, (list, tuple)) and len(widths) == 4
-            and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
-        raise ConfigError(f"widths must be four positive integers (conv2_x..conv5_x), got {widths!r}")
+    check_widths(widths, 4, "conv2_x..conv5_x")
+    check_choice("stem", stem, ("imagenet", "deep"))
     block, layers = IMAGENET_STAGES[depth]
     return ResNet(
         block,
@@ -295,9 +342,13 @@ def resnet(
         num_classes=num_classes,
         shortcut=shortcut,
         variant=variant,
+        stem=stem,
         zero_init_residual=zero_init_residual,
         in_chans=in_chans,
         stem_pool=stem_pool,
+        groups=groups,
+        width_per_group=width_per_group,
+        shortcut_avg_down=shortcut_avg_down,
     )
 
 
@@ -317,3 +368,8 @@ def plain(
 for _depth in IMAGENET_STAGES:
     register_model(f"resnet{_depth}", family="resnet", paper=PAPER, depth=_depth)(resnet)
     register_model(f"plain{_depth}", family="plain", paper=PAPER, depth=_depth)(plain)
+# ResNet-D (He et al. 2019, section 4.1): ResNet-B's stride on the 3x3, ResNet-C's deep stem and the
+# average-pool shortcuts together, under timm's names and keys.
+for _depth in IMAGENET_STAGES:
+    register_model(f"resnet{_depth}d", family="resnet_d", paper=PAPER_D, depth=_depth, variant="v1.5", stem="deep",
+                   shortcut_avg_down=True)(resnet)
