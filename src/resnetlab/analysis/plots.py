@@ -73,11 +73,16 @@ def plot_curves(
     *,
     note: str | None = None,
     title: str = "Training curves (He et al. 2015, Fig. 6)",
+    held_out: str = "validation",
+    paper: Mapping[str, tuple[int, float]] | None = None,
 ) -> Path:
     """Fig. 6: one panel per entry of ``panels`` (e.g. ``{"plain": [...], "ResNet": [...]}``),
-    side by side with a shared y axis.  Dashed thin lines are training error, bold lines
-    validation error, one colour per run.  The paper's axes (0-20 %) are kept unless a
-    measured error lies above them, then the axis grows to show it (shortened runs)."""
+    side by side with a shared y axis.  Dashed thin lines are training error, bold lines the
+    ``held_out`` error (validation or test), one colour per run; ``paper`` maps a curve's label
+    to the paper's ``(iteration, error)``, drawn as a hollow circle in the curve's colour.  The
+    paper's axes (0-20 %) are kept unless a measured error lies above them, then the axis grows
+    to show it (shortened runs)."""
+    paper = paper or {}
     worst = max((max(c.val_err + c.train_err, default=0.0) for cs in panels.values() for c in cs), default=0.0)
     ymax = PAPER_FIG6_YMAX if worst * 100 <= PAPER_FIG6_YMAX else min(100.0, 10 * (int(worst * 10) + 1))
     last = max((max(c.train_iters + c.val_iters, default=0) for cs in panels.values() for c in cs), default=0)
@@ -89,6 +94,9 @@ def plot_curves(
             ax.plot([t / unit for t in c.train_iters], [100 * e for e in c.train_err], "--", lw=0.8, color=color)
             ax.plot([t / unit for t in c.val_iters], [100 * e for e in c.val_err], "-", lw=2.2, color=color,
                     label=c.label)
+            if c.label in paper:
+                at, err = paper[c.label]
+                ax.plot([at / unit], [100 * err], "o", ms=9, mfc="none", mew=1.8, color=color)
         ax.set_title(name)
         ax.set_xlabel("iter. (1e4)" if unit == 1e4 else "iter.")
         ax.set_ylim(0, ymax)
@@ -96,7 +104,8 @@ def plot_curves(
         ax.grid(alpha=0.3)
         if any(c.val_iters for c in curves):  # the labels sit on the validation lines
             ax.legend(loc="upper right", fontsize=8)
-    axes[0][0].set_ylabel("error (%)  [dashed: training, bold: validation]")
+    circles = ", circles: the paper's" if paper else ""
+    axes[0][0].set_ylabel(f"error (%)  [dashed: training, bold: {held_out}{circles}]")
     return _save(fig, path, note, title)
 
 

@@ -5,14 +5,16 @@ background on whatever machine is at hand, and resumed from committed progress o
 unfinished run of the current stage, one process per run, the CPU cores split between them;
 ``status`` (``make campaign-status``) prints where each run stands. Run folders live in
 ``results/campaign/<model>/`` (config.json, metrics.jsonl, checkpoint.pt while unfinished,
-``segments.jsonl``: which machine trained which steps). A finished run's weights go to
-``results/cifar10/<model>.safetensors`` and its checkpoint leaves the tree; when the last run of a
-stage ends, the next stage starts by itself.
+``segments.jsonl``: which machine trained which steps after a resume). A finished run's weights
+go to ``results/cifar10/<model>.safetensors`` and its checkpoint leaves the tree; when the last
+run of a stage ends, the next stage starts by itself.
 
 Every run is :data:`RECIPE` (section 4.2 on all 50,000 training images, the test error watched
 every 1,000 iterations) with seed 0, trained on the lossless CIFAR-10 reached through
 :data:`DATA_DIR` (a link to, or a copy of, ``../shared/data/cifar10/cifar-10-batches-py``, checked
 by hash), so that the data spec in each run's identity is the same on every machine.
+``pack-data``/``unpack-data`` carry that data to a machine that cannot see ``../shared`` in
+pieces small enough for one transfer each (``benchmarks/gpu_campaign.sh``).
 """
 
 from __future__ import annotations
@@ -27,19 +29,20 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import runfolder
-from ..errors import DataError, ResnetlabError
+from ..errors import ConfigError, DataError, ResnetlabError
 from ..machine import describe
 from ..recipes import TrainConfig
-from .runs import ensure_run, paper_config, provenance
+from .runs import ensure_run, paper_config, provenance, shortened
 
-__all__ = ["RECIPE", "STAGES", "ROOT", "DATA_DIR", "DATA_SPEC", "SHA256", "campaign_config", "current_stage",
-           "ensure_data", "run_status", "start", "train_run", "harvest"]
+__all__ = ["RECIPE", "SEED", "STAGES", "ROOT", "WEIGHTS_DIR", "DATA_DIR", "DATA_SPEC", "SHA256", "Campaign",
+           "ensure_data", "pack_data", "unpack_data"]
 
 #: section 4.2's recipe for the reported models (resnetlab.recipes)
 RECIPE = "paper_cifar_50k"
@@ -67,13 +70,10 @@ SHA256 = {
     "test_batch": "a2d3f4f8259ff6b250ae79aaf686f7ccbf849886f2c8d6ea8b6d5e1b20bea64e",
 }
 SEGMENTS = "segments.jsonl"
+MANIFEST = "manifest.json"
 
 
-def campaign_config(model: str, **neutral: Any) -> TrainConfig:
-    """The :class:`~resnetlab.recipes.TrainConfig` of ``model``'s run: :data:`RECIPE` with the
-    paper's ResNet-110 warm-up where it applies, plus result-neutral keys (``device``, ...)."""
-    config = paper_config(RECIPE, model, SEED)
-    return dataclasses.replace(config, **neutral)
+# ----------------------------------------------------------------------------- the data
 
 
 def _hash(path: Path) -> str:
@@ -92,7 +92,7 @@ def ensure_data(source: Path | None = None) -> Path:
         source = Path(source or SHARED_DATA)
         if not source.is_dir():
             raise DataError(f"the lossless CIFAR-10 is neither at {DATA_DIR} nor at {source}: put "
-                            "cifar-10-batches-py there (../shared/data/cifar10)")
+                            "cifar-10-batches-py there (../shared/data/cifar10), or unpack-data on a machine without it")
         DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
         DATA_DIR.symlink_to(source.resolve(), target_is_directory=True)
     for name, want in SHA256.items():
@@ -103,180 +103,282 @@ def ensure_data(source: Path | None = None) -> Path:
     return DATA_DIR
 
 
-def _finished(model: str, root: Path) -> bool:
-    return (root / model / runfolder.FINAL).is_file()
+def pack_data(out_dir: Path, part_bytes: int) -> list[Path]:
+    """Cut the checked data into ``out_dir/part-NN`` pieces of at most ``part_bytes`` (the files
+    one after another, as they are: lossless) and ``manifest.json`` (names, sizes, sha256)."""
+    ensure_data()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    limit = part_bytes
+    parts: list[Path] = []
+    out = None
+    for name in SHA256:
+        with open(DATA_DIR / name, "rb") as src:
+            while True:
+                if out is not None and out.tell() == limit:
+                    out.close()
+                    out = None
+                block = src.read(min(1 << 20, limit - (out.tell() if out is not None else 0)))
+                if not block:
+                    break
+                if out is None:
+                    parts.append(out_dir / f"part-{len(parts):02d}")
+                    out = open(parts[-1], "wb")
+                out.write(block)
+    if out is not None:
+        out.close()
+    files = [{"name": n, "bytes": (DATA_DIR / n).stat().st_size, "sha256": h} for n, h in SHA256.items()]
+    (out_dir / MANIFEST).write_text(json.dumps({"files": files, "parts": [p.name for p in parts]}, indent=1) + "\n")
+    return parts
 
 
-def current_stage(root: Path = ROOT) -> int | None:
-    """Index of the first stage with an unfinished run (None when every stage is done)."""
-    return next((i for i, models in enumerate(STAGES) if not all(_finished(m, root) for m in models)), None)
-
-
-def _running(model: str, root: Path) -> bool:
-    """Whether a process holds the run's lock (:func:`resnetlab.reproduce.runs.ensure_run`)."""
-    lock = root / f"{model}.lock"
-    if not lock.exists():
-        return False
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
-def run_status(model: str, root: Path = ROOT) -> dict[str, Any]:
-    """Where ``model``'s run stands: step of total, images/s and seconds per step (training and
-    evaluation, over the last 1,000 logged steps), ETA, the last test error, running or not, and
-    the machines (CPU vector capability and model) that trained it."""
-    run = root / model
-    total = campaign_config(model).iterations
-    records = runfolder.read_metrics(run)
-    logs = [r for r in records if "train_loss" in r]
-    tests = [r for r in records if r.get("val_err") is not None]
-    step = logs[-1]["step"] if logs else 0
-    per_step = None
-    if len(logs) >= 2:
-        first = next((r for r in logs if r["step"] >= step - 1000), logs[-2])
-        if first["step"] < step:
-            per_step = (logs[-1]["time"] - first["time"]) / (logs[-1]["step"] - first["step"])
-    segments = _segments(run)
-    finished = _finished(model, root)
-    return {
-        "run": model, "step": total if finished else step, "iterations": total, "finished": finished,
-        "running": _running(model, root),
-        "img_s": logs[-1]["img_s"] if logs else None,
-        "eta_s": None if finished or per_step is None else round(per_step * (total - step)),
-        "test_err": tests[-1]["val_err"] if tests else None, "test_err_step": tests[-1]["step"] if tests else None,
-        "machines": sorted({s["machine"]["cpu_capability"] + " " + s["machine"]["cpu"] for s in segments}),
-    }
-
-
-def _segments(run: Path) -> list[dict[str, Any]]:
-    """Which machine trained which steps: the run's creation (``config.json``'s environment, step
-    0), then one record per resume (``segments.jsonl``)."""
+def unpack_data(src_dir: Path) -> Path:
+    """Rebuild :data:`DATA_DIR` from the pieces of :func:`pack_data` in ``src_dir`` and check every
+    file's sha256; a missing piece is named (each transfer may have carried only some)."""
     try:
-        first = [{"from_step": 0, "machine": json.loads((run / runfolder.CONFIG).read_text())["environment"]}]
-    except (OSError, ValueError, KeyError):
-        return []
-    path = run / SEGMENTS
-    resumed = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    return first + resumed
+        manifest = json.loads((src_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{src_dir / MANIFEST} is missing or unreadable: run pack-data first") from None
+    missing = [name for name in manifest["parts"] if not (src_dir / name).is_file()]
+    if missing:
+        raise DataError(f"{src_dir} lacks the pieces {', '.join(missing)} of the data: carry them first")
+    if DATA_DIR.is_symlink():
+        DATA_DIR.unlink()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    pieces = iter(manifest["parts"])
+    src = open(src_dir / next(pieces), "rb")
+    try:
+        for entry in manifest["files"]:
+            with open(DATA_DIR / entry["name"], "wb") as dst:
+                left = entry["bytes"]
+                while left:
+                    block = src.read(min(1 << 20, left))
+                    if not block:
+                        src.close()
+                        src = open(src_dir / next(pieces), "rb")
+                        continue
+                    dst.write(block)
+                    left -= len(block)
+    finally:
+        src.close()
+    return ensure_data()
+
+
+# ----------------------------------------------------------------------------- the runs
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def _fmt_eta(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return "-" if seconds is None else f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def format_status(root: Path = ROOT) -> str:
-    """The table ``status`` prints: one line per run of every stage."""
-    stage = current_stage(root)
-    lines = [f"campaign: {RECIPE}, seed {SEED}, {DATA_SPEC}; current stage: "
-             f"{'all done' if stage is None else stage + 1} of {len(STAGES)}",
-             f"{'stage':<6}{'run':<17}{'state':<10}{'step':>14}{'img/s':>8}{'ETA':>9}  test error"]
-    for i, models in enumerate(STAGES):
-        for model in models:
-            s = run_status(model, root)
-            state = "finished" if s["finished"] else "running" if s["running"] else \
-                "stopped" if s["step"] else "waiting"
-            test = "-" if s["test_err"] is None else f"{100 * s['test_err']:.2f} % at {s['test_err_step']}"
-            mixed = "  (steps trained on CPUs of different capability)" if len(s["machines"]) > 1 else ""
-            lines.append(f"{i + 1:<6}{model:<17}{state:<10}{s['step']:>7}/{s['iterations']:<6}"
-                         f"{s['img_s'] or '-':>8}{_fmt_eta(s['eta_s']):>9}  {test}{mixed}")
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class Campaign:
+    """The campaign's runs under ``root``. ``rehearsal=N`` cuts every run to N iterations (schedule
+    shape kept, the test error measured at the end only) to try the machinery out: such runs are
+    refused in :data:`ROOT`, where only the paper's full length goes."""
 
+    root: Path = ROOT
+    rehearsal: int | None = None
 
-def _device_plan(n_runs: int, device: str) -> tuple[str, int]:
-    """``(device, threads per run)``: on a CPU the cores are split between the runs; on a GPU
-    every run shares the device and takes one core for its host work."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    threads = max(1, (os.cpu_count() or 1) // n_runs) if device == "cpu" else 1
-    return device, threads
+    def __post_init__(self) -> None:
+        if self.rehearsal is not None and Path(self.root).resolve() == ROOT.resolve():
+            raise ConfigError(f"a rehearsal (shortened runs) must not write into {ROOT}; give another --root")
 
+    @property
+    def models(self) -> list[str]:
+        return [m for models in STAGES for m in models]
 
-def start(root: Path = ROOT, device: str = "auto", python: str = sys.executable) -> list[str]:
-    """Start every unfinished run of the current stage that no process is training, each in its own
-    background process (``train`` below), logging to ``root/<model>.log``; returns their names."""
-    ensure_data()
-    stage = current_stage(root)
-    if stage is None:
-        return []
-    todo = [m for m in STAGES[stage] if not _finished(m, root) and not _running(m, root)]
-    device, threads = _device_plan(len([m for m in STAGES[stage] if not _finished(m, root)]), device)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    for model in todo:
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / f"{model}.log", "a") as log:
-            # the command line names results/campaign: the stop hook finds these processes by it
-            subprocess.Popen([python, "-m", "resnetlab.reproduce.campaign", "train", model, "--root", str(root),
-                              "--device", device], stdout=log, stderr=subprocess.STDOUT, env=env,
-                             start_new_session=True)
-    return todo
+    def config(self, model: str, **neutral: Any) -> TrainConfig:
+        """``model``'s run: :data:`RECIPE` with the paper's ResNet-110 warm-up where it applies,
+        plus result-neutral keys (``device``, ...)."""
+        config = shortened(paper_config(RECIPE, model, SEED), self.rehearsal)
+        if self.rehearsal is not None:
+            config = dataclasses.replace(config, eval_every=config.iterations)
+        return dataclasses.replace(config, **neutral)
 
+    def finished(self, model: str) -> bool:
+        return (self.root / model / runfolder.FINAL).is_file()
 
-def harvest(model: str, root: Path = ROOT, weights_dir: Path = WEIGHTS_DIR) -> Path:
-    """A finished run's weights to ``weights_dir/<model>.safetensors``; its checkpoint leaves the tree."""
-    run = root / model
-    target = weights_dir / f"{model}.safetensors"
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / runfolder.FINAL, target)
-    (run / runfolder.CHECKPOINT).unlink(missing_ok=True)
-    return target
+    def current_stage(self) -> int | None:
+        """Index of the first stage with an unfinished run (None when every stage is done)."""
+        return next((i for i, models in enumerate(STAGES) if not all(self.finished(m) for m in models)), None)
 
-
-def train_run(model: str, root: Path = ROOT, device: str = "auto") -> bool:
-    """Train (or resume) ``model``'s run to its end in this process; True when it finished (then
-    harvested, and the next stage started if this run ended the current one). Each start appends
-    the machine to ``segments.jsonl``: a resumed run is bit-identical to an uninterrupted one only
-    on CPUs of the same vector capability, so which machine trained which steps is recorded."""
-    ensure_data()
-    run = root / model
-    config = campaign_config(model, device=device)
-    step = 0
-    if (run / runfolder.CHECKPOINT).is_file():
-        step = int(runfolder.load_checkpoint(run / runfolder.CHECKPOINT)["step"])
-    if step and not _finished(model, root):  # a new run's first machine is config.json's environment
-        with open(run / SEGMENTS, "a") as f:
-            f.write(json.dumps({"from_step": step, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                "machine": describe(device if device != "auto" else "cpu")}) + "\n")
-    print(f"campaign: threads {torch.get_num_threads()}, {model} from step {step}", flush=True)
-    try:
-        ensure_run(config, DATA_SPEC, run, provenance("campaign", RECIPE, config, DATA_SPEC))
-    except KeyboardInterrupt:
-        print(f"campaign: {model} stopped at its checkpoint; `make campaign` resumes it", flush=True)
+    def running(self, model: str) -> bool:
+        """Whether a process holds the run's lock (:func:`resnetlab.reproduce.runs.ensure_run`)."""
+        lock = self.root / f"{model}.lock"
+        if not lock.exists():
+            return False
+        with open(lock, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
         return False
-    harvest(model, root)
-    print(f"campaign: {model} finished; weights in {WEIGHTS_DIR / (model + '.safetensors')}", flush=True)
-    start(root, device)
-    return True
+
+    def segments(self, model: str) -> list[dict[str, Any]]:
+        """Which machine trained which steps: the run's creation (``config.json``'s environment,
+        step 0), then one record per resume (``segments.jsonl``)."""
+        run = self.root / model
+        try:
+            first = [{"from_step": 0, "machine": json.loads((run / runfolder.CONFIG).read_text())["environment"]}]
+        except (OSError, ValueError, KeyError):
+            return []
+        return first + _read_jsonl(run / SEGMENTS)
+
+    def status(self, model: str) -> dict[str, Any]:
+        """Where ``model``'s run stands: step of total, images/s, seconds per step over the last
+        1,000 logged steps (training and testing), ETA, the last test error, running or not, and
+        the machines that trained it (vector capability and CPU or GPU)."""
+        total = self.config(model).iterations
+        records = runfolder.read_metrics(self.root / model)
+        logs = [r for r in records if "train_loss" in r]
+        tests = [r for r in records if r.get("val_err") is not None]
+        step = logs[-1]["step"] if logs else 0
+        per_step = None
+        if len(logs) >= 2:
+            first = next(r for r in logs if r["step"] >= step - 1000)
+            first = first if first["step"] < step else logs[-2]
+            per_step = (logs[-1]["time"] - first["time"]) / (step - first["step"])
+        finished = self.finished(model)
+        return {
+            "run": model, "step": total if finished else step, "iterations": total, "finished": finished,
+            "running": self.running(model), "img_s": logs[-1]["img_s"] if logs else None,
+            "eta_s": None if finished or per_step is None else round(per_step * (total - step)),
+            "test_err": tests[-1]["val_err"] if tests else None,
+            "test_err_step": tests[-1]["step"] if tests else None,
+            "machines": sorted({f"{s['machine']['cpu_capability']} {s['machine'].get('gpu') or s['machine']['cpu']}"
+                                for s in self.segments(model)}),
+        }
+
+    def format_status(self) -> str:
+        """The table ``status`` prints: one line per run of every stage."""
+        stage = self.current_stage()
+        length = "the paper's 64k iterations" if self.rehearsal is None else f"REHEARSAL of {self.rehearsal} iterations"
+        lines = [f"campaign in {self.root}: {RECIPE}, seed {SEED}, {DATA_SPEC}, {length}; current stage: "
+                 f"{'all done' if stage is None else stage + 1} of {len(STAGES)}",
+                 f"{'stage':<6}{'run':<17}{'state':<10}{'step':>14}{'img/s':>8}{'ETA':>9}  test error"]
+        for i, models in enumerate(STAGES):
+            for model in models:
+                s = self.status(model)
+                state = "finished" if s["finished"] else "running" if s["running"] else \
+                    "stopped" if s["step"] else "waiting"
+                test = "-" if s["test_err"] is None else f"{100 * s['test_err']:.2f} % at step {s['test_err_step']}"
+                mixed = "  (trained on machines of different arithmetic)" if len(s["machines"]) > 1 else ""
+                lines.append(f"{i + 1:<6}{model:<17}{state:<10}{s['step']:>7}/{s['iterations']:<6}"
+                             f"{s['img_s'] or '-':>8}{_fmt_eta(s['eta_s']):>9}  {test}{mixed}")
+        return "\n".join(lines)
+
+    def start(self, device: str = "auto", all_stages: bool = False) -> list[str]:
+        """Start every unfinished run of the current stage (``all_stages``: of every stage, as on a
+        GPU) that no process is training, each in its own background process, logging to
+        ``root/<model>.log``; returns their names. On a CPU the cores are split between the runs
+        of the stage; on a GPU the runs share the device."""
+        ensure_data()
+        stage = self.current_stage()
+        if stage is None:
+            return []
+        wanted = self.models if all_stages else STAGES[stage]
+        unfinished = [m for m in wanted if not self.finished(m)]
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        threads = max(1, (os.cpu_count() or 1) // len(unfinished)) if device == "cpu" else 1
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        todo = [m for m in unfinished if not self.running(m)]
+        self.root.mkdir(parents=True, exist_ok=True)
+        for model in todo:
+            command = [sys.executable, "-m", "resnetlab.reproduce.campaign", "train", model, "--root", str(self.root),
+                       "--device", device]
+            if self.rehearsal is not None:
+                command += ["--rehearsal", str(self.rehearsal)]
+            with open(self.root / f"{model}.log", "a") as log:
+                # the command line names the root (results/campaign): the stop hook finds these processes by it
+                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return todo
+
+    def harvest(self, model: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
+        """A finished run's weights to ``weights_dir/<model>.safetensors``; its checkpoint leaves the tree."""
+        run = self.root / model
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        target = weights_dir / f"{model}.safetensors"
+        shutil.copyfile(run / runfolder.FINAL, target)
+        (run / runfolder.CHECKPOINT).unlink(missing_ok=True)
+        return target
+
+    def train(self, model: str, device: str = "auto") -> bool:
+        """Train (or resume) ``model``'s run to its end in this process; True when it finished (then
+        harvested, and the next stage started if this run ended the current one). A resume appends
+        the machine to ``segments.jsonl``: a resumed run is bit-identical to an uninterrupted one only
+        on machines of the same arithmetic (CPU vector capability, GPU), so it is recorded. On a GPU
+        the numerics stay fp32 (TF32 off), as on a CPU."""
+        ensure_data()
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if device.startswith("cuda"):
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        run = self.root / model
+        config = self.config(model, device=device)
+        step = 0
+        if (run / runfolder.CHECKPOINT).is_file():
+            step = int(runfolder.load_checkpoint(run / runfolder.CHECKPOINT)["step"])
+            with open(run / SEGMENTS, "a") as f:  # a new run's first machine is config.json's environment
+                f.write(json.dumps({"from_step": step, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                    "machine": describe(device)}) + "\n")
+        print(f"campaign: {model} from step {step} on {device}, {torch.get_num_threads()} thread(s)", flush=True)
+        try:
+            ensure_run(config, DATA_SPEC, run, provenance("campaign", RECIPE, config, DATA_SPEC))
+        except KeyboardInterrupt:
+            print(f"campaign: {model} stopped at its checkpoint; `make campaign` resumes it", flush=True)
+            return False
+        weights = self.harvest(model, WEIGHTS_DIR if self.rehearsal is None else self.root / "weights")
+        print(f"campaign: {model} finished; weights in {weights}", flush=True)
+        self.start(device)
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m resnetlab.reproduce.campaign", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m resnetlab.reproduce.campaign",
+                                     description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("start", "start or resume every unfinished run of the current stage in the background"),
-                       ("status", "where each run stands"), ("train", "train one run in this process")):
+    helps = {"start": "start or resume every unfinished run of the current stage in the background",
+             "status": "where each run stands", "train": "train one run in this process",
+             "pack-data": "cut the checked data into pieces for transfers", "unpack-data": "rebuild the data from them"}
+    for name, text in helps.items():
         p = sub.add_parser(name, help=text)
+        if name in ("pack-data", "unpack-data"):
+            p.add_argument("folder", type=Path)
+            if name == "pack-data":
+                p.add_argument("--part-mb", type=int, default=40)
+            continue
         p.add_argument("--root", type=Path, default=ROOT)
+        p.add_argument("--rehearsal", type=int, default=None, metavar="N", help="cut every run to N iterations")
         if name != "status":
             p.add_argument("--device", default="auto")
+        if name == "start":
+            p.add_argument("--all-stages", action="store_true", help="every unfinished run at once (a GPU)")
         if name == "train":
             p.add_argument("model", choices=[m for models in STAGES for m in models])
     args = parser.parse_args(argv)
     try:
+        if args.command == "pack-data":
+            print(f"campaign: {len(pack_data(args.folder, args.part_mb << 20))} pieces in {args.folder}")
+            return 0
+        if args.command == "unpack-data":
+            print(f"campaign: data rebuilt and checked in {unpack_data(args.folder)}")
+            return 0
+        campaign = Campaign(args.root, args.rehearsal)
         if args.command == "status":
-            print(format_status(args.root))
+            print(campaign.format_status())
         elif args.command == "start":
-            started = start(args.root, args.device)
+            started = campaign.start(args.device, args.all_stages)
             print(f"campaign: started {', '.join(started)} (logs in {args.root}/<run>.log)" if started else
-                  "campaign: nothing to start (every run of the current stage is running or finished)")
-            print(format_status(args.root))
+                  "campaign: nothing to start (every run of the stage is running or finished)")
+            print(campaign.format_status())
         else:
-            train_run(args.model, args.root, args.device)
+            campaign.train(args.model, args.device)
     except ResnetlabError as exc:
         print(f"campaign: {exc}", file=sys.stderr)
         return 2

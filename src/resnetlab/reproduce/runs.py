@@ -42,7 +42,7 @@ from .tables import fmt_value
 if TYPE_CHECKING:  # the settings type only; experiments.py imports this module
     from .experiments import CifarSettings
 
-__all__ = ["WARMUP_FROM_DEPTH", "WARMUP_UNTIL_TRAIN_ERROR", "paper_config", "train_config", "resolved_config",
+__all__ = ["WARMUP_FROM_DEPTH", "WARMUP_UNTIL_TRAIN_ERROR", "paper_config", "train_config", "shortened", "resolved_config",
            "dataset_name", "provenance", "run_name", "ensure_run", "ensure_runs", "snapshot", "run_summary",
            "hardware"]
 
@@ -66,18 +66,26 @@ def train_config(settings: CifarSettings, model: str, seed: int, train_overrides
     overrides applied.  Shortened runs keep the shape of the schedule: the lr milestones (32k
     and 48k of 64k) and the logging, evaluation and checkpoint intervals are scaled by
     ``iterations / 64k``."""
-    paper = paper_config(settings.recipe, model, seed)
+    paper = shortened(paper_config(settings.recipe, model, seed), settings.iterations)
     changes: dict[str, Any] = {}
-    if settings.iterations is not None and settings.iterations != paper.iterations:
-        scale = settings.iterations / paper.iterations
-        changes["iterations"] = settings.iterations
-        changes["milestones"] = tuple(max(1, round(m * scale)) for m in paper.milestones)
-        for key in ("log_every", "eval_every", "checkpoint_every"):
-            changes[key] = max(1, round(getattr(paper, key) * scale))
     if settings.train_subset is not None:
         changes["train_subset"] = settings.train_subset
     changes.update(train_overrides)
     return apply_overrides(paper, changes)
+
+
+def shortened(config: TrainConfig, iterations: int | None) -> TrainConfig:
+    """``config`` cut to ``iterations`` (None: unchanged) with the shape of its schedule kept:
+    the lr milestones (32k and 48k of 64k) and the logging, evaluation and checkpoint
+    intervals scaled by ``iterations / config.iterations``."""
+    if iterations is None or iterations == config.iterations:
+        return config
+    scale = iterations / config.iterations
+    changes: dict[str, Any] = {"iterations": iterations,
+                               "milestones": tuple(max(1, round(m * scale)) for m in config.milestones)}
+    for key in ("log_every", "eval_every", "checkpoint_every"):
+        changes[key] = max(1, round(getattr(config, key) * scale))
+    return apply_overrides(config, changes)
 
 
 def resolved_config(config: TrainConfig, data: str) -> dict[str, Any]:

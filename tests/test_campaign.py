@@ -1,0 +1,146 @@
+"""The reproduction campaign: its runs are section 4.2's recipe on all 50k images, its data is the
+lossless CIFAR-10 checked by hash (and carried in pieces), finished runs become weights and a
+report row, and shortened rehearsals never mix with the real runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from resnetlab import runfolder
+from resnetlab.errors import ConfigError, DataError
+from resnetlab.reproduce import campaign
+from resnetlab.reproduce.campaign import Campaign
+from resnetlab.report import write_report
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar-10-batches-py"
+
+
+def test_every_run_is_section_4_2_on_all_50k_images():
+    # He et al. 2015, section 4.2, written here independently of resnetlab.recipes
+    for model in Campaign().models:
+        cfg = Campaign().config(model)
+        assert (cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (128, 0.1, 0.9, 1e-4)
+        assert (cfg.iterations, tuple(cfg.milestones), cfg.gamma) == (64_000, (32_000, 48_000), 0.1)
+        assert (cfg.augment, cfg.pad, cfg.flip, cfg.normalization) == ("cifar", 4, True, "per_pixel_mean")
+        assert cfg.val == "test" and cfg.train_subset is None  # all 50,000 images; the test error is watched
+        assert cfg.seed == 0 and cfg.label_smoothing == 0 and cfg.ema_decay == 0
+        # "0.01 to warm up the training until the training error is below 80%" for ResNet-110 only
+        assert cfg.warmup_until_train_error == (0.8 if model == "cifar_resnet110" else None)
+    assert [list(s) for s in campaign.STAGES] == [
+        ["cifar_resnet20", "cifar_plain20"], ["cifar_resnet56", "cifar_plain56"],
+        ["cifar_resnet32", "cifar_plain32", "cifar_resnet44", "cifar_plain44", "cifar_resnet110"]]
+
+
+def test_a_rehearsal_is_shortened_and_kept_out_of_the_real_runs(tmp_path):
+    with pytest.raises(ConfigError, match="rehearsal"):
+        Campaign(campaign.ROOT, rehearsal=40)
+    cfg = Campaign(tmp_path, rehearsal=40).config("cifar_resnet20")
+    assert (cfg.iterations, tuple(cfg.milestones), cfg.eval_every) == (40, (20, 30), 40)
+
+
+def _fake_data(root: Path, monkeypatch) -> dict[str, bytes]:
+    contents = {"batches.meta": b"meta" * 10, "data_batch_1": bytes(range(256)) * 50, "test_batch": b"\x07" * 3000}
+    folder = root / "source"
+    folder.mkdir()
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(campaign, "SHA256", {n: hashlib.sha256(d).hexdigest() for n, d in contents.items()})
+    monkeypatch.setattr(campaign, "SHARED_DATA", folder)
+    return contents
+
+
+def test_data_is_checked_by_hash_and_carried_losslessly_in_pieces(tmp_path, monkeypatch):
+    contents = _fake_data(tmp_path, monkeypatch)
+    assert campaign.ensure_data().is_symlink()
+    assert [p.name for p in campaign.pack_data(tmp_path / "whole", 1 << 20)] == ["part-00"]
+    # pieces smaller than one file: cut at the byte, rebuilt in order
+    small = tmp_path / "small"
+    limit_parts = campaign.pack_data(small, 5000)
+    assert len(limit_parts) == 4 and all(p.stat().st_size <= 5000 for p in limit_parts)
+    (tmp_path / campaign.DATA_DIR).unlink()
+    moved = limit_parts[2].rename(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="part-02"):
+        campaign.unpack_data(small)
+    moved.rename(limit_parts[2])
+    data_dir = campaign.unpack_data(small)
+    assert not data_dir.is_symlink()
+    assert {p.name: p.read_bytes() for p in data_dir.iterdir()} == contents
+    # a corrupted file is refused, never trained on
+    (data_dir / "test_batch").write_bytes(b"\x08" * 3000)
+    with pytest.raises(DataError, match="not the lossless CIFAR-10"):
+        campaign.ensure_data()
+
+
+def _write_run(root: Path, model: str, steps: int, test_err: float, finished: bool, cpu: str = "AVX2") -> None:
+    run = root / model
+    run.mkdir(parents=True)
+    cfg = dict(Campaign().config(model).to_dict(), data=campaign.DATA_SPEC)
+    env = {"cpu_capability": cpu, "cpu": "Test CPU", "gpu": None, "threads": 1, "device": "cpu"}
+    (run / runfolder.CONFIG).write_text(json.dumps(dict(cfg, config=cfg, environment=env,
+                                                        provenance={"recipe": campaign.RECIPE})))
+    lines = []
+    for step in range(1000, steps + 1, 1000):
+        lines.append({"step": step, "train_loss": 1.0, "train_err": 0.3, "img_s": 250.0, "time": step * 0.5})
+        lines.append({"step": step, "val_err": test_err + (steps - step) / 1e6, "time": step * 0.5 + 1})
+    (run / runfolder.METRICS).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if finished:
+        (run / runfolder.FINAL).write_bytes(b"weights")
+
+
+def test_status_report_row_and_figure_come_from_the_run_folders(tmp_path):
+    results = tmp_path / "results"
+    root = results / "campaign"
+    _write_run(root, "cifar_resnet20", 64_000, 0.0861, finished=True)
+    _write_run(root, "cifar_plain20", 20_000, 0.1500, finished=False)
+    with open(root / "cifar_plain20" / campaign.SEGMENTS, "w") as f:  # resumed on another CPU
+        f.write(json.dumps({"from_step": 8000, "machine": {"cpu_capability": "AVX512", "cpu": "Other CPU"}}) + "\n")
+    runs = Campaign(root)
+    assert runs.current_stage() == 0
+    s = runs.status("cifar_plain20")
+    assert (s["step"], s["finished"], s["running"], s["test_err"], s["test_err_step"]) == (20_000, False, False,
+                                                                                              0.15, 20_000)
+    assert s["eta_s"] == round(0.5 * 44_000)  # 0.5 s per step over the last 1,000 steps
+    assert s["machines"] == ["AVX2 Test CPU", "AVX512 Other CPU"]
+    text = runs.format_status()
+    assert "different arithmetic" in text and "finished" in text and "6h06m" in text
+
+    report = write_report(tmp_path / "no-experiments", results).read_text()
+    row20 = next(line for line in report.splitlines() if "[`cifar_resnet20`]" in line)
+    assert "| 8.75 |" in row20 and "**8.61**" in row20 and "finished" in row20
+    row_plain = next(line for line in report.splitlines() if "[`cifar_plain20`]" in line)
+    assert "in progress: step 20,000 of 64,000" in row_plain and "not yet" in row_plain
+    assert "**" not in row_plain  # an unfinished run is never shown as a result
+    assert (root / "fig6.png").stat().st_size > 0
+
+
+def test_a_finished_run_becomes_weights_and_leaves_no_checkpoint(tmp_path, monkeypatch):
+    """End to end on the built-in digits (the lossless CIFAR-10 is too slow for this suite):
+    train, harvest, status; then the same run started again trains nothing."""
+    monkeypatch.setattr(campaign, "DATA_SPEC", "digits")
+    monkeypatch.setattr(campaign, "ensure_data", lambda source=None: None)
+    started = []
+    monkeypatch.setattr(Campaign, "start", lambda self, device="auto", all_stages=False: started.append(device))
+    runs = Campaign(tmp_path / "root", rehearsal=6)
+    assert runs.train("cifar_resnet20", device="cpu")
+    run = tmp_path / "root" / "cifar_resnet20"
+    assert (run / runfolder.FINAL).is_file() and not (run / runfolder.CHECKPOINT).exists()
+    assert (tmp_path / "root" / "weights" / "cifar_resnet20.safetensors").read_bytes() == \
+        (run / runfolder.FINAL).read_bytes()
+    assert started == ["cpu"]  # the next runs are started when one ends
+    status = runs.status("cifar_resnet20")
+    assert status["finished"] and status["step"] == 6 and status["test_err"] is not None
+    before = (run / runfolder.METRICS).read_bytes()
+    assert runs.train("cifar_resnet20", device="cpu")
+    assert (run / runfolder.METRICS).read_bytes() == before
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="the lossless CIFAR-10 (../shared/data/cifar10) is absent")
+def test_the_shared_data_is_the_lossless_cifar10(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(campaign, "SHARED_DATA", SHARED_CIFAR)
+    assert sorted(p.name for p in campaign.ensure_data().iterdir()) == sorted(campaign.SHA256)
