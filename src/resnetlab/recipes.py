@@ -62,6 +62,7 @@ class TrainConfig:
     warmup_iterations: int = 0  # linear warm-up from lr/10 (not in the paper)
     warmup_lr: float = 0.01
     warmup_until_train_error: float | None = None  # lr = warmup_lr until training error < this (ResNet-110)
+    warmup_lr_iterations: int = 0  # lr = warmup_lr for the first N iterations (He et al. 2016: 400)
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: off; else the EMA weights are evaluated and saved
     grad_clip: float = 0.0  # 0: off; else max global grad norm
@@ -87,7 +88,8 @@ class TrainConfig:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         non_negative = ("iterations", "epochs", "threads", "pad", "momentum", "weight_decay", "warmup_iterations",
-                        "label_smoothing", "grad_clip", "eval_every", "checkpoint_every", "plateau_patience")
+                        "warmup_lr_iterations", "label_smoothing", "grad_clip", "eval_every", "checkpoint_every",
+                        "plateau_patience")
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
@@ -135,9 +137,14 @@ class TrainConfig:
         if self.gamma != default["gamma"] and self.schedule in ("cosine", "constant"):
             raise ConfigError(f"gamma={self.gamma} with schedule={self.schedule}: only the multistep and plateau "
                               "schedules multiply the lr by gamma")
-        if self.warmup_lr != default["warmup_lr"] and self.warmup_until_train_error is None:
-            raise ConfigError(f"warmup_lr={self.warmup_lr} without warmup_until_train_error: it is the lr of the "
-                              "paper's warm-up until the training error is below that (section 4.2); set both")
+        if self.warmup_lr != default["warmup_lr"] and self.warmup_until_train_error is None \
+                and not self.warmup_lr_iterations:
+            raise ConfigError(f"warmup_lr={self.warmup_lr} without warmup_until_train_error or warmup_lr_iterations: "
+                              "it is the lr of the paper's warm-up until the training error is below that (section "
+                              "4.2), or for that many iterations (He et al. 2016); set both")
+        if self.warmup_until_train_error is not None and self.warmup_lr_iterations:
+            raise ConfigError("warmup_until_train_error and warmup_lr_iterations are two warm-ups at warmup_lr "
+                              "(until an error, for a number of iterations); set one")
         if tuple(self.mean) != default["mean"] and self.normalization == "per_pixel_mean":
             raise ConfigError(f"mean={list(self.mean)} with normalization=per_pixel_mean: the per-pixel mean is "
                               "computed from the training images; set normalization=per_channel to subtract mean")
@@ -183,6 +190,16 @@ RECIPES: dict[str, TrainConfig] = {
     "densenet_cifar": dataclasses.replace(
         _BASE, model="densenet_bc_100_k12", batch_size=64, epochs=300, iterations=0, milestones=(150, 225),
         nesterov=True, normalization="per_channel", mean=CIFAR10_MEAN, std=CIFAR10_STD),
+    # He et al. 2016 (appendix): section 4.2's CIFAR recipe above, and for every CIFAR net "a smaller
+    # learning rate of 0.01 at the beginning 400 iterations", then back to 0.1 (the 1001-layer net's
+    # warm-up). Its ResNet-164 by default; model=preact_resnet1001 for the 1001-layer net.
+    "paper_cifar_preact": dataclasses.replace(_BASE, model="preact_resnet164", warmup_lr_iterations=400),
+    # Zagoruyko & Komodakis 2016, section 3: batch 128, 200 epochs, lr 0.1 x 0.2 at epochs 60, 120 and
+    # 160, weight decay 5e-4, Nesterov momentum 0.9, random crops of the 4-pixel padded images and flips,
+    # per-channel mean/std, all 50,000 training images. The paper pads by reflection, we pad with zeros.
+    "wrn_cifar": dataclasses.replace(
+        _BASE, model="wrn_28_10", val="test", epochs=200, iterations=0, milestones=(60, 120, 160), gamma=0.2,
+        weight_decay=5e-4, nesterov=True, normalization="per_channel", mean=CIFAR10_MEAN, std=CIFAR10_STD),
     # The CIFAR recipe scaled to the built-in digits (1,293 training images of 16x16): the same
     # net, optimiser and schedule shape (/10 at 50 % and 75 % of the run), pad 2 on 16 pixels,
     # no flips (digits are not mirror-symmetric).

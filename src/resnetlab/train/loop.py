@@ -166,7 +166,8 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int, processes: Processes) -> S
     total = cfg.epochs * steps_per_epoch if cfg.epochs > 0 else cfg.iterations
     return Schedule(cfg.lr, cfg.schedule, total, tuple(m * scale for m in cfg.milestones), cfg.gamma,
                     cfg.warmup_iterations, cfg.warmup_lr, cfg.warmup_until_train_error, cfg.plateau_patience,
-                    all_sum=processes.all_sum, broadcast=processes.broadcast)
+                    warmup_lr_iterations=cfg.warmup_lr_iterations, all_sum=processes.all_sum,
+                    broadcast=processes.broadcast)
 
 
 def _validate(model: nn.Module, val: ImageSet | None, crop: int, mean: Any, std: Any, device: torch.device,
@@ -251,10 +252,6 @@ class _Run:
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
         checkpoint = runfolder.prepare(out, resolved, resume or (restarted and (out / runfolder.CHECKPOINT).is_file()))
         procs.barrier()  # every process has checked the folder before process 0 writes into it
-        if cfg.threads and cfg.threads != torch.get_num_threads():  # threads=N (0: the command's choice stands)
-            line = choose_threads(cfg.threads)
-            if procs.main:
-                print(f"resnetlab: {line}", file=sys.stderr)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
@@ -276,6 +273,7 @@ class _Run:
         self.state = build(cfg, len(train_set.classes), self.device, schedule, distributed=procs.world > 1)
         self.meter = Meter()
         self.metrics = runfolder.MetricsLog(out, enabled=procs.main)
+        threads = choose_threads(cfg.threads)  # before config.json, which records the machine
         if checkpoint is not None:
             self._restore(runfolder.load_checkpoint(checkpoint))
         elif procs.main:
@@ -284,6 +282,8 @@ class _Run:
         total = schedule.total
         if self.state.step >= total and (out / runfolder.FINAL).is_file():
             return self._already_finished(total)
+        if procs.main:
+            print(f"resnetlab: training {cfg.model} on {self.device}, {threads}", file=sys.stderr)
         # a resumed run hides the events it logged after its checkpoint, as metrics.jsonl was cut there
         self.board = TensorBoardLog(out, enabled=procs.main,
                                     purge_step=self.state.step + 1 if checkpoint is not None else None)

@@ -37,7 +37,8 @@ class Schedule:
     """A run's learning rate: ``multistep`` (``milestones`` in steps), ``cosine``, ``plateau`` or
     ``constant``, times ``gamma`` per milestone or plateau, with an optional linear warm-up from
     a tenth of that over ``warmup_iterations`` and the paper's warm-up at ``warmup_lr`` until the
-    training error is below ``warmup_until_train_error``.
+    training error is below ``warmup_until_train_error`` (or, He et al. 2016, for the first
+    ``warmup_lr_iterations`` steps).
 
     ``all_sum`` and ``broadcast`` connect the processes of a distributed run (identity in one
     process): the warm-up window is summed over processes, and each decision is process 0's.
@@ -52,6 +53,7 @@ class Schedule:
     warmup_lr: float = 0.01
     warmup_until_train_error: float | None = None
     plateau_patience: int = 3
+    warmup_lr_iterations: int = 0
     all_sum: Callable[[list[float]], list[float]] = field(default=_no_sync, repr=False)
     broadcast: Callable[[list[float]], list[float]] = field(default=_no_sync, repr=False)
     # --- state (checkpointed)
@@ -67,8 +69,10 @@ class Schedule:
 
     def lr(self, step: int) -> float:
         """The learning rate of (0-based) ``step``."""
-        if not self.warm:
-            return self.warmup_lr  # section 4.2: 0.01 until the training error is below 80 %
+        if not self.warm or step < self.warmup_lr_iterations:
+            # section 4.2: 0.01 until the training error is below 80 %; He et al. 2016 (appendix): "a smaller
+            # learning rate of 0.01 at the beginning 400 iterations" of every CIFAR net
+            return self.warmup_lr
         lr = self.base_lr * self.plateau_factor
         if self.kind == "multistep":
             lr *= self.gamma ** bisect.bisect_right(self.milestones, step)
