@@ -1,12 +1,22 @@
-"""Detection data: COCO ``instances_*.json``, the Pascal VOC layout, and the synthetic ``shapes`` set.
+"""Detection data: COCO ``instances_*.json``, Pascal VOC XML, and the synthetic ``shapes`` set.
 
 Every reader gives a :class:`DetectionSet`: class names (label 0 is the background, as
-torchvision's detectors count), and one :class:`DetectionRecord` per image with its boxes as
-``[x1, y1, x2, y2]`` in pixels of the original image (continuous coordinates: a box covers
-``x1 <= x < x2``).  ``--data`` specs: ``coco=PATH`` (``PATH/annotations/instances_{split}.json``
-and the images it names, under ``PATH/{split}/``, ``PATH/{split}2017/`` or relative to ``PATH``),
-``voc=PATH`` (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/{split}.txt``; a folder holding
-``VOC2007/`` etc. is searched too) and ``shapes`` (generated once into the cache folder).
+torchvision's detectors count), the data set's own id of each class (COCO's 1..90 with gaps),
+and one :class:`DetectionRecord` per image with its boxes as ``[x1, y1, x2, y2]`` in pixels of
+the original image (continuous coordinates: a box covers ``x1 <= x < x2``).  ``--data`` specs:
+
+- ``coco=PATH``: ``PATH/annotations/instances_{split}.json`` and the images it names, under
+  ``PATH/{split}/`` or relative to ``PATH``.  A split without its year (``train``) takes the
+  one year present (``instances_train2017.json`` or ``instances_train2014.json``); both
+  present is refused: name the year.  The split read is recorded in :attr:`DetectionSet.split`.
+- ``voc=PATH``: a VOCdevkit year folder (``Annotations/``, ``JPEGImages/``,
+  ``ImageSets/Main/{split}.txt``; a folder holding ``VOC2007/`` etc. is searched too), or any
+  folder of images and Pascal VOC XML files as labelling tools write them: side by side, or in
+  sibling folders (``images/`` + ``annotations/``), matched by file name, classes named by the
+  XML files (sorted), and without ``ImageSets`` a seeded split: ``val`` is a fixed 20 % of the
+  matched images (:data:`VOC_FOLDER_VAL_FRACTION`), ``train`` the rest, ``trainval`` all.
+  Files without a partner are left out, counted and named (:attr:`DetectionSet.left_out`).
+- ``shapes``: the synthetic set, generated once into the cache folder.
 
 A corrupt image or annotation is one :class:`DataError` naming the file, or, with
 ``skip_bad_images=True``, the item is skipped and counted in :attr:`DetectionSet.skipped`.
@@ -29,7 +39,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..data.images import cache_dir, decode_image
+from ..data.datasets import holdout_split
+from ..data.images import IMAGE_EXTENSIONS, cache_dir, decode_image
 from ..errors import DataError
 from ..files import atomic_write_text
 
@@ -41,7 +52,9 @@ __all__ = [
     "open_detection_data",
     "parse_detection_data",
     "read_coco",
+    "read_coco_file",
     "read_voc",
+    "read_voc_folder",
     "make_shapes",
     "shapes_image",
     "write_coco",
@@ -60,6 +73,10 @@ SHAPES_CLASSES = ("circle", "square", "triangle", "star")
 SHAPES_SIDE = 128
 SHAPES_SPLITS = {"train": 800, "val": 200}
 SHAPES_VERSION = 1
+#: a VOC-XML folder without ImageSets: the fraction of its images in ``val``, drawn with this seed
+#: (the raccoon set's author used 160/40); the same split on every machine, whatever a run's seed
+VOC_FOLDER_VAL_FRACTION = 0.2
+VOC_FOLDER_SPLIT_SEED = 0
 
 
 @dataclass
@@ -88,8 +105,20 @@ class DetectionSet(torch.utils.data.Dataset):
     records: list[DetectionRecord]
     skipped: int = 0
     skip_bad_images: bool = False
-    #: COCO category id of each label 1..K (identity for VOC and shapes)
+    #: the data set's own id of each label 1..K (COCO's category ids; 1..K for VOC and shapes)
     category_ids: list[int] = field(default_factory=list)
+    #: whether targets keep VOC "difficult" objects (py-faster-rcnn trains without them)
+    keep_difficult: bool = True
+    #: files left out of the set, each ``"path: why"`` (a VOC-XML folder's files without a partner, corrupt ones)
+    left_out: list[str] = field(default_factory=list)
+    #: the COCO instances file the set was read from ("" when it was not one)
+    annotation_file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.category_ids:
+            self.category_ids = list(range(1, len(self.classes) + 1))
+        if len(self.category_ids) != len(self.classes):
+            raise DataError(f"{self.name}: {len(self.category_ids)} category ids for {len(self.classes)} classes")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -101,7 +130,7 @@ class DetectionSet(torch.utils.data.Dataset):
         if tuple(image.shape[1:]) != (rec.height, rec.width):
             raise DataError(f"{rec.path}: image is {image.shape[2]}x{image.shape[1]}, its annotation says "
                             f"{rec.width}x{rec.height}")
-        keep = rec.iscrowd == 0
+        keep = (rec.iscrowd == 0) & ((rec.difficult == 0) | self.keep_difficult)
         target = {"boxes": rec.boxes[keep].clone(), "labels": rec.labels[keep].clone(),
                   "image_id": torch.tensor(rec.image_id)}
         return image, target
@@ -117,9 +146,9 @@ class DetectionSet(torch.utils.data.Dataset):
             return None
 
     def coco_ground_truth(self) -> dict[str, Any]:
-        """The set as a COCO ``instances`` dict (boxes ``[x, y, w, h]``), for pycocotools.
-        VOC ``difficult`` objects become ``iscrowd=1`` regions: a detection on them is neither
-        a true nor a false positive, the closest COCO has to VOC's "ignored"."""
+        """The set as a COCO ``instances`` dict (boxes ``[x, y, w, h]``, the data set's own category
+        ids), for pycocotools.  VOC ``difficult`` objects become ``iscrowd=1`` regions: a detection
+        on them is neither a true nor a false positive, the closest COCO has to VOC's "ignored"."""
         images, annotations = [], []
         for rec in self.records:
             images.append({"id": rec.image_id, "width": rec.width, "height": rec.height,
@@ -127,10 +156,11 @@ class DetectionSet(torch.utils.data.Dataset):
             for box, label, crowd, hard in zip(rec.boxes.tolist(), rec.labels.tolist(), rec.iscrowd.tolist(),
                                                rec.difficult.tolist()):
                 x1, y1, x2, y2 = box
-                annotations.append({"id": len(annotations) + 1, "image_id": rec.image_id, "category_id": label,
+                annotations.append({"id": len(annotations) + 1, "image_id": rec.image_id,
+                                    "category_id": self.category_ids[label - 1],
                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
                                     "iscrowd": int(crowd or hard)})
-        categories = [{"id": i + 1, "name": c} for i, c in enumerate(self.classes)]
+        categories = [{"id": cid, "name": c} for cid, c in zip(self.category_ids, self.classes)]
         return {"images": images, "annotations": annotations, "categories": categories}
 
 
@@ -150,14 +180,29 @@ def _record(image_id: int, path: Path, width: int, height: int, objects: list[tu
     )
 
 
-def read_coco(root: str | os.PathLike, split: str, skip_bad_images: bool = False, name: str = "coco") -> DetectionSet:
-    """``root/annotations/instances_{split}.json`` (also ``instances_{split}2017.json``) and its images."""
-    root = Path(root)
-    candidates = [root / "annotations" / f"instances_{s}.json" for s in (split, f"{split}2017", f"{split}2014")]
-    ann_path = next((p for p in candidates if p.is_file()), None)
-    if ann_path is None:
+def _coco_annotations(root: Path, split: str) -> tuple[Path, str]:
+    """``(instances file, split)`` of ``split`` under ``root/annotations``: ``instances_{split}.json``
+    if it exists, else the one year of it present (2017 or 2014); both present is refused."""
+    exact = root / "annotations" / f"instances_{split}.json"
+    if exact.is_file():
+        return exact, split
+    years = [(root / "annotations" / f"instances_{split}{y}.json", f"{split}{y}") for y in ("2017", "2014")]
+    found = [(path, name) for path, name in years if path.is_file()]
+    if len(found) > 1:
+        raise DataError(f"{root}: both {found[0][0].name} and {found[1][0].name} exist; name the split you mean: "
+                        f"{found[0][1]} or {found[1][1]} (the paper trained on train2014, 80k images)")
+    if not found:
         raise DataError(f"{root}: no annotations/instances_{split}.json (a COCO folder holds "
                         f"annotations/instances_{{train,val}}.json and the images they name)")
+    return found[0]
+
+
+def read_coco_file(ann_path: str | os.PathLike, folders: Sequence[Path], split: str, skip_bad_images: bool = False,
+                   name: str = "coco") -> DetectionSet:
+    """The COCO instances file ``ann_path``; each image is looked up in ``folders`` in turn (its
+    ``file_name`` relative to each).  Images are not opened here: a set read only for its
+    ground truth (``resnetlab detect score``) needs none."""
+    ann_path = Path(ann_path)
     try:
         data = json.loads(ann_path.read_text())
         categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -170,6 +215,9 @@ def read_coco(root: str | os.PathLike, split: str, skip_bad_images: bool = False
         bad_ann = 0
         for a in anns:
             x, y, w, h = (float(v) for v in a["bbox"])
+            if int(a["category_id"]) not in label_of:
+                raise DataError(f"{ann_path}: annotation {a.get('id')} has category_id {a['category_id']}, "
+                                "which is not in its categories")
             obj = (x, y, x + w, y + h, label_of[int(a["category_id"])], int(a.get("iscrowd", 0)), 0)
             if w <= 0 or h <= 0 or not all(math.isfinite(v) for v in (x, y, w, h)):
                 if not skip_bad_images:
@@ -179,9 +227,10 @@ def read_coco(root: str | os.PathLike, split: str, skip_bad_images: bool = False
             by_image[int(a["image_id"])].append(obj)
     except DataError:
         raise
+    except FileNotFoundError:
+        raise DataError(f"{ann_path}: no such file") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{ann_path}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
-    folders = [root / split, root / f"{split}2017", root / f"{split}2014", root / "images" / split, root]
     records = []
     for im in images:
         rel = str(im["file_name"])
@@ -194,58 +243,149 @@ def read_coco(root: str | os.PathLike, split: str, skip_bad_images: bool = False
                 raise
             bad_ann += 1
     return DetectionSet(name, split, classes, records, skipped=bad_ann, skip_bad_images=skip_bad_images,
-                        category_ids=cat_ids)
+                        category_ids=cat_ids, annotation_file=str(ann_path))
 
 
-def _voc_root(root: Path) -> Path:
-    if (root / "Annotations").is_dir():
-        return root
-    for sub in ("VOC2007", "VOC2012", "VOCdevkit/VOC2007", "VOCdevkit/VOC2012"):
-        if (root / sub / "Annotations").is_dir():
+def read_coco(root: str | os.PathLike, split: str, skip_bad_images: bool = False, name: str = "coco") -> DetectionSet:
+    """``root/annotations/instances_{split}.json`` (or the one year of ``split`` present) and its
+    images under ``root/{split}/``, ``root/images/{split}/`` or ``root``; the set's ``split`` is the
+    one read (``train2017`` for ``train`` when that is the year present)."""
+    root = Path(root)
+    ann_path, resolved = _coco_annotations(root, split)
+    folders = list(dict.fromkeys([root / resolved, root / split, root / "images" / resolved, root]))
+    return read_coco_file(ann_path, folders, resolved, skip_bad_images, name)
+
+
+def _voc_root(root: Path) -> Path | None:
+    """The VOCdevkit year folder at or under ``root`` (``Annotations/`` beside ``ImageSets/Main/``), or None."""
+    for sub in ("", "VOC2007", "VOC2012", "VOCdevkit/VOC2007", "VOCdevkit/VOC2012"):
+        if (root / sub / "Annotations").is_dir() and (root / sub / "ImageSets" / "Main").is_dir():
             return root / sub
-    raise DataError(f"{root}: not a Pascal VOC folder (expected Annotations/, JPEGImages/, ImageSets/Main/)")
+    return None
+
+
+def _voc_objects(xml_path: Path) -> tuple[int, int, list[tuple]]:
+    """``(width, height, objects)`` of one Pascal VOC XML file; each object ``(x1, y1, x2, y2, name,
+    difficult)`` in continuous coordinates.  VOC boxes are 1-based inclusive pixel indices, so
+    ``(xmin - 1, ymin - 1, xmax, ymax)`` is the same box, and areas and overlaps equal the devkit's
+    ``+1`` formulas."""
+    try:
+        tree = ET.parse(xml_path).getroot()
+        size = tree.find("size")
+        width, height = int(size.findtext("width")), int(size.findtext("height"))
+        objects = []
+        for obj in tree.iter("object"):
+            name = obj.findtext("name").strip()
+            bb = obj.find("bndbox")
+            x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            objects.append((x1 - 1, y1 - 1, x2, y2, name, int(obj.findtext("difficult") or 0)))
+    except (OSError, ET.ParseError, AttributeError, TypeError, ValueError) as exc:
+        raise DataError(f"{xml_path}: unreadable VOC annotation ({type(exc).__name__}: {exc})") from None
+    if width < 1 or height < 1:
+        raise DataError(f"{xml_path}: image size {width}x{height} in <size>")
+    return width, height, objects
+
+
+def _voc_record(image_id: int, image: Path, xml_path: Path, label_of: dict[str, int]) -> DetectionRecord:
+    width, height, objects = _voc_objects(xml_path)
+    for *_, name, _ in objects:
+        if name not in label_of:
+            raise DataError(f"{xml_path}: unknown class {name!r} (classes: {', '.join(label_of)})")
+    return _record(image_id, image, width, height,
+                   [(x1, y1, x2, y2, label_of[name], 0, hard) for x1, y1, x2, y2, name, hard in objects], str(xml_path))
 
 
 def read_voc(root: str | os.PathLike, split: str, skip_bad_images: bool = False) -> DetectionSet:
-    """The VOC layout: ``ImageSets/Main/{split}.txt`` lists the ids; ``Annotations/{id}.xml`` their objects.
-
-    VOC boxes are 1-based inclusive pixel indices; ``(xmin - 1, ymin - 1, xmax, ymax)`` is the same
-    box in continuous coordinates, so areas and overlaps here equal the devkit's ``+1`` formulas.
-    """
-    root = _voc_root(Path(root))
-    listing = root / "ImageSets" / "Main" / f"{split}.txt"
+    """The VOCdevkit layout: ``ImageSets/Main/{split}.txt`` lists the ids; ``Annotations/{id}.xml``
+    their objects, ``JPEGImages/{id}.jpg`` the images; the 20 classes in the devkit's order."""
+    found = _voc_root(Path(root))
+    if found is None:
+        raise DataError(f"{root}: not a Pascal VOC folder (expected Annotations/, JPEGImages/, ImageSets/Main/)")
+    listing = found / "ImageSets" / "Main" / f"{split}.txt"
     if not listing.is_file():
-        raise DataError(f"{root}: no ImageSets/Main/{split}.txt")
+        raise DataError(f"{found}: no ImageSets/Main/{split}.txt")
     ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
     label_of = {c: i + 1 for i, c in enumerate(VOC_CLASSES)}
-    records, bad = [], 0
+    records, left_out = [], []
     for index, image_name in enumerate(ids):
-        xml_path = root / "Annotations" / f"{image_name}.xml"
+        xml_path = found / "Annotations" / f"{image_name}.xml"
         try:
-            try:
-                tree = ET.parse(xml_path).getroot()
-                size = tree.find("size")
-                width, height = int(size.findtext("width")), int(size.findtext("height"))
-                objects = []
-                for obj in tree.iter("object"):
-                    cls = obj.findtext("name").strip()
-                    if cls not in label_of:
-                        raise DataError(f"{xml_path}: unknown VOC class {cls!r}")
-                    bb = obj.find("bndbox")
-                    x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-                    objects.append((x1 - 1, y1 - 1, x2, y2, label_of[cls], 0, int(obj.findtext("difficult") or 0)))
-            except DataError:
-                raise
-            except (OSError, ET.ParseError, AttributeError, TypeError, ValueError) as exc:
-                raise DataError(f"{xml_path}: unreadable VOC annotation ({type(exc).__name__}: {exc})") from None
-            records.append(_record(index, root / "JPEGImages" / f"{image_name}.jpg", width, height, objects,
-                                   str(xml_path)))
-        except DataError:
+            records.append(_voc_record(index, found / "JPEGImages" / f"{image_name}.jpg", xml_path, label_of))
+        except DataError as exc:
             if not skip_bad_images:
                 raise
-            bad += 1
-    return DetectionSet("voc", split, list(VOC_CLASSES), records, skipped=bad, skip_bad_images=skip_bad_images,
-                        category_ids=list(range(1, len(VOC_CLASSES) + 1)))
+            left_out.append(str(exc))
+    return DetectionSet("voc", split, list(VOC_CLASSES), records, skipped=len(left_out),
+                        skip_bad_images=skip_bad_images, left_out=left_out)
+
+
+def _pair_files(root: Path) -> tuple[dict[str, tuple[Path, Path]], list[str]]:
+    """Images and XML files of ``root`` and of its sub-folders one level down, paired by file name
+    (stem): ``({stem: (image, xml)}, left out as "path: why")``."""
+    images: dict[str, list[Path]] = {}
+    xmls: dict[str, list[Path]] = {}
+    for folder in [root, *sorted(d for d in root.iterdir() if d.is_dir())]:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() == ".xml":
+                xmls.setdefault(path.stem, []).append(path)
+            elif path.is_file() and path.name.lower().endswith(IMAGE_EXTENSIONS):
+                images.setdefault(path.stem, []).append(path)
+    pairs, left_out = {}, []
+    for stem in sorted(set(images) | set(xmls)):
+        ims, xs = images.get(stem, []), xmls.get(stem, [])
+        if len(ims) > 1 or len(xs) > 1:
+            left_out += [f"{p}: ambiguous, {len(ims)} images and {len(xs)} XML files named {stem}" for p in ims + xs]
+        elif not xs:
+            left_out.append(f"{ims[0]}: no XML annotation of the same name")
+        elif not ims:
+            left_out.append(f"{xs[0]}: no image of the same name")
+        else:
+            pairs[stem] = (ims[0], xs[0])
+    return pairs, left_out
+
+
+def read_voc_folder(root: str | os.PathLike, split: str, skip_bad_images: bool = False) -> DetectionSet:
+    """Any folder of images and Pascal VOC XML files (side by side, or in sibling folders such as
+    ``images/`` + ``annotations/``), paired by file name.  The classes are the names in the XML
+    files, sorted; ``split`` is ``train``, ``val`` (a fixed :data:`VOC_FOLDER_VAL_FRACTION` of the
+    pairs, seeded) or ``trainval`` (all).  Files without a partner are left out and named in
+    :attr:`DetectionSet.left_out`; an unreadable XML file is a :class:`DataError`, or left out and
+    counted in ``skipped`` with ``skip_bad_images``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"VOC folder not found: {root}")
+    if split not in ("train", "val", "trainval"):
+        raise DataError(f"{root}: a folder without ImageSets/Main has the splits train, val (a seeded "
+                        f"{VOC_FOLDER_VAL_FRACTION:.0%} of the images) and trainval, not {split!r}")
+    pairs, left_out = _pair_files(root)
+    parsed, skipped = {}, []
+    for stem, (image, xml_path) in pairs.items():
+        try:
+            parsed[stem] = _voc_objects(xml_path)
+        except DataError as exc:
+            if not skip_bad_images:
+                raise
+            skipped.append(str(exc))
+    classes = sorted({obj[4] for _, _, objects in parsed.values() for obj in objects})
+    label_of = {c: i + 1 for i, c in enumerate(classes)}
+    records = []
+    for stem, (width, height, objects) in sorted(parsed.items()):
+        image, xml_path = pairs[stem]
+        try:
+            records.append(_record(len(records), image, width, height,
+                                   [(x1, y1, x2, y2, label_of[n], 0, hard) for x1, y1, x2, y2, n, hard in objects],
+                                   str(xml_path)))
+        except DataError as exc:
+            if not skip_bad_images:
+                raise
+            skipped.append(str(exc))
+    if not records:
+        raise DataError(f"{root}: no image with a Pascal VOC XML file of the same name (in the folder or its "
+                        f"sub-folders); {len(left_out)} unpaired files")
+    train, val = holdout_split(len(records), VOC_FOLDER_VAL_FRACTION, VOC_FOLDER_SPLIT_SEED)
+    chosen = {"train": train.tolist(), "val": val.tolist(), "trainval": list(range(len(records)))}[split]
+    return DetectionSet("voc", split, classes, [records[i] for i in chosen], skipped=len(skipped),
+                        skip_bad_images=skip_bad_images, left_out=left_out + skipped)
 
 
 # ----------------------------------------------------------------------------- synthetic shapes
@@ -366,7 +506,7 @@ def make_shapes(seed: int = 0, root: str | os.PathLike | None = None) -> Path:
 def _voc_years(root: Path, split: str, skip_bad_images: bool) -> DetectionSet:
     """``2007_trainval+2012_trainval`` (Faster R-CNN's "07+12"): the union of ``VOC<year>`` splits
     under ``root`` (a ``VOCdevkit`` folder); image ids are renumbered to stay unique."""
-    records, skipped = [], 0
+    records, skipped, left_out = [], 0, []
     for part in split.split("+"):
         year, sep, name = part.partition("_")
         if not sep or not year.isdigit():
@@ -375,10 +515,11 @@ def _voc_years(root: Path, split: str, skip_bad_images: bool) -> DetectionSet:
         folder = next((c for c in candidates if c.name == f"VOC{year}" and c.is_dir()), candidates[0])
         data = read_voc(folder, name, skip_bad_images)
         skipped += data.skipped
+        left_out += data.left_out
         for rec in data.records:
             records.append(dataclasses.replace(rec, image_id=len(records)))
     return DetectionSet("voc", split, list(VOC_CLASSES), records, skipped=skipped, skip_bad_images=skip_bad_images,
-                        category_ids=list(range(1, len(VOC_CLASSES) + 1)))
+                        left_out=left_out)
 
 
 def parse_detection_data(spec: str) -> tuple[str, Path | None]:
@@ -395,15 +536,18 @@ def parse_detection_data(spec: str) -> tuple[str, Path | None]:
 
 
 def open_detection_data(spec: str, split: str, skip_bad_images: bool = False) -> DetectionSet:
-    """The ``split`` of the detection data named by ``spec`` (``coco=PATH``, ``voc=PATH``, ``shapes``:
-    the shapes set of seed 0, generated on first use).  Annotations are checked here;
+    """The ``split`` of the detection data named by ``spec`` (``coco=PATH``, ``voc=PATH``: a VOCdevkit
+    or any folder of images and VOC XML files, ``shapes``: the shapes set of seed 0, generated on
+    first use).  Annotations are checked here;
     images when they are read (:meth:`DetectionSet.__getitem__`).
     """
     name, path = parse_detection_data(spec)
     if name == "voc" and ("+" in split or "_" in split):
         data = _voc_years(path, split, skip_bad_images)
-    elif name == "voc":
+    elif name == "voc" and _voc_root(path) is not None:
         data = read_voc(path, split, skip_bad_images)
+    elif name == "voc":
+        data = read_voc_folder(path, split, skip_bad_images)
     elif name == "coco":
         if not path.is_dir():
             raise DataError(f"COCO folder not found: {path}")

@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from PIL import Image, ImageDraw
@@ -31,16 +31,16 @@ from ..analysis.plots import Curve, plot_curves
 from ..data.images import decode_image
 from ..device import resolve_device
 from ..errors import ConfigError, DataError, TrainingError
-from ..files import atomic_save
+from ..files import atomic_save, atomic_write_text
 from ..train.distributed import StopRequest
 from ..train.schedule import Schedule
 from .data import DetectionSet, open_detection_data, parse_detection_data
-from .metrics import Detections, coco_map, voc07_map
-from .models import DETECTORS, DetectorMeta, create_detector, load_detector, save_detector
-from .recipes import DetectConfig, get_detect_recipe
+from .metrics import Detections, coco_map, coco_results, voc07_map
+from .models import DetectorMeta, create_detector, load_detector, save_detector
+from .recipes import DEPARTURES, DetectConfig, get_detect_recipe
 
-__all__ = ["DetectRunResult", "train_detector", "detect", "evaluate_detector", "run_detect_eval", "predict_images",
-           "export_detector", "DETECT_EXPORT_FORMATS"]
+__all__ = ["DetectRunResult", "train_detector", "detect", "evaluate_detector", "save_detections", "accumulated_step",
+           "lr_schedule", "run_detect_eval", "predict_images", "export_detector", "DETECT_EXPORT_FORMATS"]
 
 DETECT_EXPORT_FORMATS = ("torchscript", "onnx")
 
@@ -105,21 +105,111 @@ def detect(detector: nn.Module, data: DetectionSet, device: torch.device, limit:
 
 
 def evaluate_detector(detector: nn.Module, data: DetectionSet, device: torch.device, limit: int = 0,
-                      progress: bool = True) -> dict[str, Any]:
-    """COCO mAP@[.5:.95] / @.5 / @.75 (pycocotools) of ``detector`` on ``data``; VOC07 mAP too on VOC."""
+                      progress: bool = True, save_dets: str | os.PathLike | None = None) -> dict[str, Any]:
+    """COCO mAP@[.5:.95] / @.5 / @.75 (pycocotools) of ``detector`` on ``data``; VOC07 mAP too on VOC.
+    With ``save_dets`` the detections are written there as a COCO results file (see
+    :func:`save_detections`)."""
     seen, detections = detect(detector, data, device, limit, progress)
     result: dict[str, Any] = {"n_images": len(seen.records), **coco_map(seen, detections)}
     if data.name == "voc":
         result.update(voc07_map(seen, detections))
     if data.skipped:
         result["skipped"] = data.skipped
+    if save_dets is not None:
+        result.update(save_detections(seen, detections, save_dets, complete=seen.records == data.records))
     return result
 
 
-def _meta(cfg: DetectConfig, classes: list[str], detector: nn.Module, source: str) -> DetectorMeta:
+def save_detections(data: DetectionSet, detections: Sequence[Detections], path: str | os.PathLike,
+                    complete: bool = True) -> dict[str, str]:
+    """Write ``detections`` of ``data``'s images to ``path`` as a COCO results file (the data set's
+    own image and category ids), which ``resnetlab detect score`` or pycocotools score with no
+    model.  Returns ``{"dets": path, "gt": ground truth}``: the COCO instances file the data came
+    from when every one of its images was evaluated (``complete``), otherwise the ground truth of
+    the images evaluated, written beside as ``<path stem>.gt.json``."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(coco_results(data, detections)))
+    if data.annotation_file and complete:
+        return {"dets": str(path), "gt": data.annotation_file}
+    gt = path.with_name(path.stem + ".gt.json")
+    atomic_write_text(gt, json.dumps(data.coco_ground_truth()))
+    return {"dets": str(path), "gt": str(gt)}
+
+
+def _meta(data: DetectionSet, detector: nn.Module, source: str) -> DetectorMeta:
+    """The weights file metadata of ``detector`` trained on ``data``: everything that rebuilds it
+    (``resnetlab_kwargs``, the backbone's architecture in full) and the data set's classes and ids."""
     mean = [float(v) for v in detector.transform.image_mean]
     std = [float(v) for v in detector.transform.image_std]
-    return DetectorMeta(cfg.model, cfg.detector_kwargs(), list(classes), mean, std, source)
+    return DetectorMeta(detector.resnetlab_name, dict(detector.resnetlab_kwargs), list(data.classes), mean, std,
+                        source, list(data.category_ids))
+
+
+def lr_schedule(cfg: DetectConfig) -> Schedule:
+    """The run's learning rate: ``lr`` times ``gamma`` at each milestone (appendix A: 0.001, then
+    0.0001), after the optional linear warm-up of the training engine's :class:`Schedule`."""
+    return Schedule(cfg.lr, "multistep", cfg.iterations, tuple(cfg.milestones), cfg.gamma, cfg.warmup_iterations)
+
+
+def _note_left_out(spec: str, data: DetectionSet) -> None:
+    """One line on stderr naming the files the reader left out (unpaired or corrupt), if any."""
+    if data.left_out:
+        shown = "; ".join(data.left_out[:3]) + ("; ..." if len(data.left_out) > 3 else "")
+        print(f"resnetlab: {spec} {data.split}: {len(data.left_out)} files left out: {shown}", file=sys.stderr)
+
+
+def _param_groups(detector: nn.Module, cfg: DetectConfig) -> list[dict[str, Any]]:
+    """The trained parameters as SGD groups: weights, and biases at ``bias_lr_mult`` times the lr
+    and ``bias_decay_mult`` times the weight decay (py-faster-rcnn's Caffe nets: 2 and 0).  Each
+    group's ``lr_mult`` scales the schedule's lr."""
+    named = [(n, p) for n, p in detector.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not n.endswith(".bias")], "lr_mult": 1.0,
+               "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in named if n.endswith(".bias")], "lr_mult": cfg.bias_lr_mult,
+               "weight_decay": cfg.weight_decay * cfg.bias_decay_mult}]
+    return [g for g in groups if g["params"]]
+
+
+def accumulated_step(detector: nn.Module, micro_batches: Iterable[tuple[list, list]], accumulate: int,
+                     where: str) -> dict[str, float] | None:
+    """Forward and backward ``micro_batches`` (``(images, targets)`` each, at most ``accumulate`` of
+    them), each loss divided by ``accumulate``, so the gradients add up to those of one mini-batch
+    of all the images (torchvision's losses are means over the sampled anchors and RoIs; BN is
+    frozen).  Returns the micro-batches' mean losses (``loss`` and each part) and ``n``, the
+    images seen, or None when every micro-batch was empty; a non-finite loss is a
+    :class:`TrainingError` naming ``where``."""
+    sums: dict[str, float] = {}
+    used = images_seen = 0
+    for images, targets in micro_batches:
+        if not images:
+            continue
+        parts = detector(images, targets)
+        loss = sum(parts.values())
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} {where}; try a lower lr or grad_clip")
+        (loss / accumulate).backward()
+        for key, value in {"loss": loss, **parts}.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        used += 1
+        images_seen += len(images)
+    return {**{k: v / used for k, v in sums.items()}, "n": images_seen} if used else None
+
+
+def _load(data: DetectionSet, indices: Sequence[int], flips: torch.Tensor, flip: bool,
+          device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The training images ``indices`` of ``data`` (unreadable ones dropped under ``skip_bad_images``)
+    as [0, 1] floats on ``device``, each flipped where its ``flips`` draw is < 0.5 and ``flip``."""
+    images, targets = [], []
+    for index, draw in zip(indices, flips):
+        item = data[index]
+        if item is None:
+            continue
+        image, target = item
+        if flip and draw < 0.5:  # horizontal flip (Faster R-CNN, appendix A)
+            image, target = _hflip(image, target)
+        images.append(image.to(device, torch.float32) / 255)
+        targets.append({k: v.to(device) for k, v in target.items()})
+    return images, targets
 
 
 def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, data: str | None = None,
@@ -137,6 +227,7 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
         data = data or saved_data
         saved.pop("recipe", None)
     cfg = get_detect_recipe(recipe, overrides, saved=saved)
+    cfg.check_trainable()
     spec = data or cfg.data
     if not spec:
         raise ConfigError(f"recipe {recipe} needs --data (coco=PATH, voc=PATH or shapes)")
@@ -149,15 +240,17 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
         torch.set_num_threads(cfg.threads)
     train_set = open_detection_data(spec, cfg.train_split, cfg.skip_bad_images)
     val_set = open_detection_data(spec, cfg.val_split, cfg.skip_bad_images)
-    if train_set.classes != val_set.classes:
+    train_set.keep_difficult = cfg.train_difficult
+    if (train_set.classes, train_set.category_ids) != (val_set.classes, val_set.category_ids):
         raise DataError(f"{spec}: {cfg.train_split} and {cfg.val_split} name different classes")
+    for part in (train_set, val_set):
+        _note_left_out(spec, part)
     torch.manual_seed(cfg.seed)
     detector = create_detector(cfg.model, len(train_set.classes), cfg.backbone_weights or None,
                                **cfg.detector_kwargs()).to(device)
     params = [p for p in detector.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    # appendix A: lr divided by 10 at the milestones; the optional warm-up is the training engine's
-    schedule = Schedule(cfg.lr, "multistep", cfg.iterations, tuple(cfg.milestones), cfg.gamma, cfg.warmup_iterations)
+    optimizer = torch.optim.SGD(_param_groups(detector, cfg), lr=cfg.lr, momentum=cfg.momentum)
+    schedule = lr_schedule(cfg)
     metrics = runfolder.MetricsLog(out)
     start, elapsed_before = 0, 0.0
     window: list[dict[str, float]] = []  # per-step losses since the last log line
@@ -171,7 +264,8 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
         metrics.truncate(int(state["metrics_offset"]))
     else:
         out.mkdir(parents=True, exist_ok=True)
-        runfolder.write_config(out, config, device, provenance={"recipe": recipe})
+        runfolder.write_config(out, config, device,
+                               provenance={"recipe": recipe, "departures": list(DEPARTURES.get(recipe, ()))})
     if start >= cfg.iterations and (out / runfolder.FINAL).is_file():  # --resume of a finished run: nothing to do
         print(f"resnetlab: {out} already finished (step {start} of {cfg.iterations}); nothing to train",
               file=sys.stderr)
@@ -203,32 +297,21 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
                                        interrupted=True)
             torch.manual_seed(_step_seed(cfg.seed, step))
             flips = torch.rand(cfg.batch_size, generator=torch.Generator().manual_seed(_step_seed(cfg.seed, step)))
-            images, targets = [], []
-            for index, flip in zip(_batch_indices(len(train_set), cfg.batch_size, cfg.seed, step), flips):
-                item = train_set[index]
-                if item is None:
-                    continue
-                image, target = item
-                if cfg.flip and flip < 0.5:  # horizontal flip (Faster R-CNN, appendix A)
-                    image, target = _hflip(image, target)
-                images.append(image.to(device, torch.float32) / 255)
-                targets.append({k: v.to(device) for k, v in target.items()})
             lr = schedule.lr(step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
-            if images:
-                parts = detector(images, targets)
-                loss = sum(parts.values())
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"loss became {loss.item()} at step {step + 1}; stopped (last checkpoint "
-                                        f"kept in {out}); try a lower lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                group["lr"] = lr * group["lr_mult"]
+            optimizer.zero_grad(set_to_none=True)
+            indices = _batch_indices(len(train_set), cfg.batch_size, cfg.seed, step)
+            micro = cfg.batch_size // cfg.accumulate
+            losses_now = accumulated_step(
+                detector, (_load(train_set, indices[i:i + micro], flips[i:i + micro], cfg.flip, device)
+                           for i in range(0, cfg.batch_size, micro)),
+                cfg.accumulate, f"at step {step + 1}; stopped (last checkpoint kept in {out})")
+            if losses_now is not None:
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
-                window.append({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()},
-                               "n": len(images)})
+                window.append(losses_now)
             done = step + 1
             bar.update(1)
             if window and (done % cfg.log_every == 0 or done == cfg.iterations):
@@ -255,7 +338,7 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
                 save(done)
     bar.close()
     weights = out / runfolder.FINAL
-    save_detector(detector, weights, _meta(cfg, train_set.classes, detector, f"resnetlab detect train {recipe}"))
+    save_detector(detector, weights, _meta(train_set, detector, f"resnetlab detect train {recipe}"))
     _plot(out, cfg)
     return DetectRunResult(out, weights, cfg.iterations, cfg.iterations, last_eval,
                            elapsed_before + time.perf_counter() - started, train_set.skipped, losses)
@@ -276,19 +359,27 @@ def _plot(out: Path, cfg: DetectConfig) -> None:
 
 
 def run_detect_eval(weights: str | os.PathLike, data: str, split: str = "val", device: str = "auto",
-                    progress: bool = True, limit: int = 0, skip_bad_images: bool = False) -> dict[str, Any]:
+                    progress: bool = True, limit: int = 0, skip_bad_images: bool = False,
+                    save_dets: str | os.PathLike | None = None) -> dict[str, Any]:
     """What ``resnetlab detect eval`` prints last: model (and its backbone), dataset, split, n_images,
-    map, map50, map75 (fractions), and voc07_map (+ per class) on VOC data."""
+    map, map50, map75 (fractions), and voc07_map (+ per class) on VOC data; with ``save_dets``
+    also ``dets`` and ``gt``, the files :func:`save_detections` names."""
     dev = resolve_device(device)
     detector, meta = load_detector(weights, dev)
     name, _ = parse_detection_data(data)
     dataset = open_detection_data(data, split, skip_bad_images)
-    if dataset.classes != meta.classes:
-        raise DataError(f"{data} names the classes {dataset.classes[:5]}..., the detector {meta.classes[:5]}...")
-    result = evaluate_detector(detector, dataset, dev, limit, progress)
-    backbone = meta.kwargs.get("backbone") or DETECTORS[meta.detector].backbone
-    return {"model": meta.detector, "backbone": backbone, "weights": str(weights), "dataset": name, "split": split,
-            **result}
+    _note_left_out(data, dataset)
+    if (dataset.classes, dataset.category_ids) != (meta.classes, meta.category_ids):
+        raise DataError(f"{data} names the classes {_named(dataset.classes, dataset.category_ids)}, the detector "
+                        f"{_named(meta.classes, meta.category_ids)}")
+    result = evaluate_detector(detector, dataset, dev, limit, progress, save_dets)
+    return {"model": meta.detector, "backbone": meta.kwargs["backbone"], "weights": str(weights), "dataset": name,
+            "split": dataset.split, **result}
+
+
+def _named(classes: list[str], ids: list[int]) -> str:
+    """``"1 circle, 2 square, ..."``: the first classes with their data set ids."""
+    return ", ".join(f"{i} {c}" for i, c in zip(ids[:5], classes[:5])) + (", ..." if len(classes) > 5 else "")
 
 
 def _draw(image: torch.Tensor, boxes: list, names: list[str], scores: list[float]) -> Image.Image:
@@ -309,8 +400,8 @@ def _draw(image: torch.Tensor, boxes: list, names: list[str], scores: list[float
 def predict_images(weights: str | os.PathLike, images: Sequence[str], score_threshold: float = 0.5,
                    out_dir: str | os.PathLike | None = None, device: str = "auto") -> list[dict[str, Any]]:
     """Detections of each image: ``{"image", "boxes" [[x1, y1, x2, y2]] in original pixels, "labels"
-    (class names), "label_ids", "scores"}``; with ``out_dir`` each image is also written as
-    ``OUT/<name>.png`` with its boxes, class names and scores drawn."""
+    (the data set's own category ids), "names" (class names), "scores"}``; with ``out_dir`` each
+    image is also written as ``OUT/<name>.png`` with its boxes, class names and scores drawn."""
     if not 0.0 <= score_threshold <= 1.0:
         raise ConfigError(f"--score-threshold must be in [0, 1], got {score_threshold}")
     dev = resolve_device(device)
@@ -321,10 +412,11 @@ def predict_images(weights: str | os.PathLike, images: Sequence[str], score_thre
         (out,) = detector([image.to(dev, torch.float32) / 255])
         keep = out["scores"] >= score_threshold
         boxes = [[round(v, 2) for v in b] for b in out["boxes"][keep].tolist()]
-        ids = out["labels"][keep].tolist()
-        names = [meta.classes[i - 1] for i in ids]
+        labels = out["labels"][keep].tolist()
+        names = [meta.classes[i - 1] for i in labels]
         scores = [round(s, 4) for s in out["scores"][keep].tolist()]
-        results.append({"image": str(path), "boxes": boxes, "labels": names, "label_ids": ids, "scores": scores})
+        results.append({"image": str(path), "boxes": boxes, "labels": [meta.category_ids[i - 1] for i in labels],
+                        "names": names, "scores": scores})
         if out_dir is not None:
             picture = _draw(image, boxes, names, scores)
             target = Path(out_dir) / f"{Path(path).stem}.png"

@@ -36,8 +36,12 @@ class DetectionTableSettings:
     """One detection experiment: the detection recipe, the detector, and what may shorten it.
 
     ``iterations`` (None: the recipe's, milestones scaled with it), ``backbone_weights`` (the
-    ImageNet weights file of the backbone; "" = random init, which the paper does not do) and
-    ``val_images`` (0: the whole test split) shorten a run; ``device`` only sets where it runs.
+    ImageNet weights file of the backbone; "" = random init, which the paper does not do, with
+    BN trained and every stage trained, since frozen BN on a random net is the identity) and
+    ``val_images`` (0: the whole test split) shorten a run; ``train_split`` / ``val_split`` ("":
+    the recipe's, the paper's) name other splits, e.g. ``train2017`` / ``val2017`` for a COCO 2017
+    download; ``device`` only sets where it runs.  On data of another kind than the recipe's
+    (``shapes``), a smoke run, the splits are that data's ``train`` and ``val``.
     """
 
     detect_recipe: str
@@ -45,6 +49,8 @@ class DetectionTableSettings:
     iterations: int | None = None
     backbone_weights: str = ""
     val_images: int = 0
+    train_split: str = ""
+    val_split: str = ""
     device: str = "auto"
 
     def overrides(self) -> dict[str, Any]:
@@ -59,8 +65,13 @@ class DetectionTableSettings:
                        checkpoint_every=max(1, min(cfg.checkpoint_every, self.iterations)))
         if self.backbone_weights:
             out["backbone_weights"] = self.backbone_weights
+        else:
+            out.update(frozen_bn=False, trainable_stages=5)
         if self.val_images:
             out["val_images"] = self.val_images
+        for key in ("train_split", "val_split"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
         return out
 
     def shortening(self) -> str | None:
@@ -70,9 +81,13 @@ class DetectionTableSettings:
         if self.iterations is not None and self.iterations != cfg.iterations:
             parts.append(f"iterations={self.iterations} (paper: {cfg.iterations})")
         if not self.backbone_weights:
-            parts.append("backbone from random init (paper: ImageNet pre-trained)")
+            parts.append("backbone from random init, BN and every stage trained (paper: ImageNet pre-trained, "
+                         "BN frozen)")
         if self.val_images:
             parts.append(f"val_images={self.val_images} (paper: the whole split)")
+        for key in ("train_split", "val_split"):
+            if getattr(self, key) and getattr(self, key) != getattr(cfg, key):
+                parts.append(f"{key}={getattr(self, key)} (paper: {getattr(cfg, key)})")
         if self.model != "fasterrcnn_resnet101_c4":
             parts.append(f"model={self.model} (paper: fasterrcnn_resnet101_c4)")
         return "shortened: " + "; ".join(parts) if parts else None
@@ -97,19 +112,28 @@ FULL_COMMANDS = {
 }
 
 
-def _run(ctx: Any, settings: DetectionTableSettings, split: str) -> tuple[Path, dict[str, Any]]:
-    """Train (or reuse / resume) the settings' run under ``ROOT/runs`` and evaluate it on ``split``."""
+#: the data each paper recipe's splits name
+_PAPER_DATA = {"paper_voc": "voc", "paper_coco": "coco"}
+
+
+def _run(ctx: Any, settings: DetectionTableSettings) -> tuple[Path, dict[str, Any]]:
+    """Train (or reuse / resume) the settings' run under ``ROOT/runs`` and evaluate it on its
+    validation split (the paper's test set: VOC 2007 test, COCO val2014)."""
     if ctx.data is None:
         raise ConfigError(f"{ctx.experiment} measures on data: give --data "
                           f"{'voc=PATH' if settings.detect_recipe == 'paper_voc' else 'coco=PATH'} (or shapes for a smoke run)")
     run = ctx.folder.parent / "runs" / f"{ctx.experiment}-{settings.model}"
     weights = run / runfolder.FINAL
+    overrides = settings.overrides()
+    if not ctx.data.startswith(_PAPER_DATA[settings.detect_recipe] + "="):  # a smoke run on other data
+        overrides.update(train_split="train", val_split="val")
+    split = overrides.get("val_split", get_detect_recipe(settings.detect_recipe).val_split)
     if not weights.is_file():
         resume = (run / "checkpoint.pt").is_file()
-        if train_detector(settings.detect_recipe, settings.overrides(), data=ctx.data, out_dir=run,
-                          resume=resume).interrupted:
+        if train_detector(settings.detect_recipe, overrides, data=ctx.data, out_dir=run, resume=resume).interrupted:
             raise KeyboardInterrupt  # the run saved a checkpoint; the same command resumes it
     return run, run_detect_eval(weights, ctx.data, split=split, device=settings.device, limit=settings.val_images)
+
 
 
 def _table(title: str, header: list[str], rows: list[list[str]], note: str | None, data: str, full: str) -> str:
@@ -125,8 +149,7 @@ def _table(title: str, header: list[str], rows: list[list[str]], note: str | Non
 def run_table7(ctx: Any) -> dict:
     """Table 7: VOC 2007 test mAP (VOC07 11-point, difficult objects ignored), paper vs ours."""
     settings: DetectionTableSettings = ctx.settings
-    split = "2007_test" if ctx.data and ctx.data.startswith("voc") else "val"
-    run, result = _run(ctx, settings, split)
+    run, result = _run(ctx, settings)
     note = settings.shortening()
     ours = result.get("voc07_map")
     rows = [[f"{b} (paper)", f"{v07:.1f}", f"{v12:.1f}"] for b, (v07, v12) in paper.DETECTION_VOC_MAP.items()]
@@ -142,7 +165,7 @@ def run_table7(ctx: Any) -> dict:
 def run_table8(ctx: Any) -> dict:
     """Table 8: COCO val mAP@.5 and mAP@[.5, .95], paper vs ours."""
     settings: DetectionTableSettings = ctx.settings
-    run, result = _run(ctx, settings, "val")
+    run, result = _run(ctx, settings)
     note = settings.shortening()
     rows = [[f"{b} (paper)", f"{m50:.1f}", f"{m:.1f}"] for b, (m50, m) in paper.DETECTION_COCO_MAP.items()]
     rows.append([f"{settings.model} (ours{', shortened' if note else ''})", f"{100 * result['map50']:.1f}",

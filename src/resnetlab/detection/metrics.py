@@ -2,7 +2,11 @@
 
 - :func:`coco_map`: mAP@[.5:.95], mAP@.5 and mAP@.75 of ``COCOeval`` on the data set's ground
   truth (:meth:`DetectionSet.coco_ground_truth`) and the detections, boxes sent as COCO's
-  ``[x, y, w, h]`` with the data set's own category ids and image ids.
+  ``[x, y, w, h]`` with the data set's own category ids and image ids (:func:`coco_results`,
+  the results file format anyone can score).
+- :func:`score_files`: the same numbers, and VOC07 mAP, of a COCO results file against a COCO
+  instances file, made by anyone (``resnetlab detect score``): pycocotools reads the instances
+  file itself.
 - :func:`voc07_ap`: the VOC devkit's ``VOCevaldet`` for one class: detections of all images
   sorted by score; each is a true positive if its best-overlapping ground truth (IoU > 0.5)
   is not yet taken, a false positive otherwise; a match to a "difficult" object counts as
@@ -10,59 +14,123 @@
   recall 0, 0.1, ..., 1 of the highest precision at that recall or above (11-point).
   Boxes are continuous coordinates (the VOC reader turns the 1-based inclusive ``xmin`` into
   ``xmin - 1``), so the IoU here equals the devkit's ``+1`` formula on the original pixels.
+  COCO crowd regions count as difficult objects (ignored), as pycocotools ignores them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+import math
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from .data import DetectionSet
+from ..errors import ConfigError, DataError
+from .data import DetectionSet, read_coco_file
 
-__all__ = ["Detections", "coco_results", "coco_map", "voc07_ap", "voc07_map", "box_iou"]
+__all__ = ["Detections", "coco_results", "coco_map", "score_files", "voc07_ap", "voc07_map", "box_iou"]
 
 #: one image's detections: ``{"boxes": N x 4 (x1, y1, x2, y2), "scores": N, "labels": N in 1..K}``
 Detections = dict[str, torch.Tensor]
 
 
 def coco_results(data: DetectionSet, detections: Sequence[Detections]) -> list[dict[str, Any]]:
-    """The detections (one entry per image of ``data``, in order) in COCO's results format."""
+    """The detections (one entry per image of ``data``, in order) in COCO's results format, with the
+    data set's own category ids (``data.category_ids[label - 1]``) and image ids."""
     if len(detections) != len(data.records):
         raise ConfigError(f"{len(detections)} detection sets for {len(data.records)} images")
     out = []
     for rec, det in zip(data.records, detections):
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
             x1, y1, x2, y2 = box
-            out.append({"image_id": rec.image_id, "category_id": int(label), "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "score": float(score)})
+            out.append({"image_id": rec.image_id, "category_id": data.category_ids[int(label) - 1],
+                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
     return out
 
 
-def coco_map(data: DetectionSet, detections: Sequence[Detections]) -> dict[str, float]:
-    """``{"map", "map50", "map75"}`` (fractions) of ``detections`` on ``data`` by pycocotools."""
+def _cocoeval(gt: dict[str, Any] | str, results: list[dict[str, Any]]) -> dict[str, float]:
+    """``{"map", "map50", "map75"}`` of pycocotools' ``COCOeval`` (bbox) on the ground truth ``gt``
+    (an instances dict, or the path of an instances file, read by pycocotools) and ``results``."""
     try:  # optional dependency: the [detection] extra
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError:
         raise ConfigError("COCO mAP needs pycocotools: pip install 'resnetlab[detection]'") from None
-    results = coco_results(data, detections)
     if not results:
         return {"map": 0.0, "map50": 0.0, "map75": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and table
-        gt = COCO()
-        gt.dataset = data.coco_ground_truth()
-        gt.createIndex()
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, iouType="bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and table
+            if isinstance(gt, str):
+                coco = COCO(gt)
+            else:
+                coco = COCO()
+                coco.dataset = gt
+                coco.createIndex()
+            ev = COCOeval(coco, coco.loadRes(results), iouType="bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+    except (KeyError, AssertionError, TypeError, ValueError, IndexError) as exc:  # a file pycocotools cannot read
+        where = gt if isinstance(gt, str) else "the ground truth"
+        raise DataError(f"pycocotools cannot score {where}: {type(exc).__name__}: {exc}") from None
     return {"map": float(ev.stats[0]), "map50": float(ev.stats[1]), "map75": float(ev.stats[2])}
+
+
+def coco_map(data: DetectionSet, detections: Sequence[Detections]) -> dict[str, float]:
+    """``{"map", "map50", "map75"}`` (fractions) of ``detections`` on ``data`` by pycocotools."""
+    return _cocoeval(data.coco_ground_truth(), coco_results(data, detections))
+
+
+def _read_results(path: Path, data: DetectionSet) -> list[dict[str, Any]]:
+    """A COCO results file, checked against the ground truth ``data``: a list of ``{"image_id",
+    "category_id", "bbox": [x, y, w, h], "score"}`` naming its images and categories."""
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a JSON file ({type(exc).__name__}: {exc})") from None
+    images = {rec.image_id for rec in data.records}
+    categories = set(data.category_ids)
+    if not isinstance(results, list):
+        raise DataError(f"{path}: a COCO results file is a JSON list of detections")
+    for i, r in enumerate(results):
+        try:
+            ok = (len(r["bbox"]) == 4 and all(math.isfinite(float(v)) for v in [*r["bbox"], r["score"]])
+                  and r["image_id"] in images and r["category_id"] in categories)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise DataError(f"{path}: detection {i} ({json.dumps(r)[:120]}) is not {{image_id, category_id, bbox "
+                            "[x, y, w, h], score}} with an image and a category of the ground truth")
+    return results
+
+
+def score_files(gt: str | os.PathLike, dets: str | os.PathLike) -> dict[str, Any]:
+    """Score the COCO results file ``dets`` against the COCO instances file ``gt``, without a model:
+    ``{"gt", "dets", "n_images", "n_detections", "map", "map50", "map75"}`` from pycocotools reading
+    ``gt`` itself, plus ``voc07_map`` and ``voc07_ap`` per class (crowd regions ignored)."""
+    gt, dets = Path(gt), Path(dets)
+    data = read_coco_file(gt, [gt.parent], split=gt.stem)
+    results = _read_results(dets, data)
+    label_of = {cid: i + 1 for i, cid in enumerate(data.category_ids)}
+    per_image: dict[int, list[dict[str, Any]]] = {rec.image_id: [] for rec in data.records}
+    for r in results:
+        per_image[r["image_id"]].append(r)
+    detections = []
+    for rec in data.records:
+        mine = per_image[rec.image_id]
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in mine)],
+                             dtype=torch.float64).reshape(-1, 4)
+        detections.append({"boxes": boxes, "scores": torch.tensor([float(r["score"]) for r in mine]),
+                           "labels": torch.tensor([label_of[r["category_id"]] for r in mine], dtype=torch.int64)})
+    return {"gt": str(gt), "dets": str(dets), "n_images": len(data.records), "n_detections": len(results),
+            **_cocoeval(str(gt), results), **voc07_map(data, detections)}
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -127,9 +195,9 @@ def voc07_map(data: DetectionSet, detections: Sequence[Detections]) -> dict[str,
     for label, name in enumerate(data.classes, start=1):
         gt_b, gt_d, dt_b, dt_s = [], [], [], []
         for rec, det in zip(data.records, detections):
-            mine = (rec.labels == label) & (rec.iscrowd == 0)
+            mine = rec.labels == label
             gt_b.append(rec.boxes[mine].numpy())
-            gt_d.append(rec.difficult[mine].numpy().astype(bool))
+            gt_d.append(((rec.difficult[mine] > 0) | (rec.iscrowd[mine] > 0)).numpy())
             hit = det["labels"] == label
             dt_b.append(det["boxes"][hit].numpy())
             dt_s.append(det["scores"][hit].numpy())

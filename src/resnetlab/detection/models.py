@@ -17,6 +17,7 @@ are torchvision's.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections import OrderedDict
@@ -179,6 +180,20 @@ def _set_trainable(stages: Sequence[nn.Module], trainable_stages: int) -> None:
             p.requires_grad_(i >= len(stages) - trainable_stages)
 
 
+def _architecture(name: str, model: nn.Module) -> dict[str, Any]:
+    """Every argument that builds the classification ``model`` (of registered name ``name``) as
+    its builder's defaults made explicit, JSON-ready, without ``num_classes`` (the detector drops
+    the classifier): what a detector file must record to rebuild its backbone exactly, whatever
+    the builder's defaults become later (``variant``, ``stem_pool``, ``widths`` ...)."""
+    info = model_info(name)
+    full = {p.name: p.default for p in inspect.signature(info.builder).parameters.values()
+            if p.default is not p.empty}
+    full.update(getattr(model, "resnetlab_kwargs", {}))
+    for fixed in ("num_classes", *info.defaults):  # the name fixes these
+        full.pop(fixed, None)
+    return json.loads(json.dumps(full))  # tuples as lists, as a weights file holds them
+
+
 def _backbone(backbone: str, backbone_weights: str | os.PathLike | None, backbone_kwargs: dict[str, Any]
               ) -> tuple[nn.Module, tuple, tuple]:
     """The classification model (random init, or a weights file's) and its per-channel input mean/std.
@@ -194,8 +209,9 @@ def _backbone(backbone: str, backbone_weights: str | os.PathLike | None, backbon
     if meta.model != backbone:
         raise WeightsError(f"{backbone_weights}: holds {meta.model}, but the detector's backbone is {backbone} "
                            f"(pass backbone={meta.model} to use it)")
-    differ = [f"{k}={meta.kwargs.get(k)!r} in the file, {v!r} asked" for k, v in backbone_kwargs.items()
-              if meta.kwargs.get(k, model_info(backbone).defaults.get(k)) != v]
+    built = _architecture(backbone, model)
+    asked = json.loads(json.dumps(backbone_kwargs))
+    differ = [f"{k}={built.get(k)!r} in the file, {v!r} asked" for k, v in asked.items() if built.get(k) != v]
     if differ:
         raise WeightsError(f"{backbone_weights}: the backbone does not fit: {'; '.join(differ)}")
     if meta.input_size[0] != 3:
@@ -260,12 +276,13 @@ def create_detector(
         raise ConfigError(f"roi_pool={roi_pool!r} is not one of 'roipool', 'roialign'")
     if backbone_weights is not None and (image_mean is not None or image_std is not None):
         raise ConfigError("image_mean/image_std come from backbone_weights; do not give both")
-    classifier, mean, std = _backbone(backbone or spec.backbone, backbone_weights, dict(backbone_kwargs or {}))
+    backbone = backbone or spec.backbone
+    classifier, mean, std = _backbone(backbone, backbone_weights, dict(backbone_kwargs or {}))
     mean = tuple(image_mean) if image_mean is not None else mean
     std = tuple(image_std) if image_std is not None else std
     infos = classifier.feature_stages()
     if len(infos) < 3:
-        raise ConfigError(f"{backbone or spec.backbone} has too few stages for a detector backbone")
+        raise ConfigError(f"{backbone} has too few stages for a detector backbone")
     common = dict(min_size=min_size, max_size=max_size, image_mean=list(mean), image_std=list(std))
     if spec.design == "c4":
         stages = list(FeatureNet(classifier, out_indices=tuple(range(len(infos)))).stages)
@@ -298,6 +315,13 @@ def create_detector(
         detector = FasterRCNN(body, num_classes=num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=pool,
                               **common, **detector_kwargs)
     detector.resnetlab_name = name
+    # everything that rebuilds this network (a plain attribute, not in the state dict): what a
+    # detector weights file records, the backbone's architecture in full (model arguments that keep
+    # the same keys and shapes, such as variant or stem_pool, would otherwise pass a strict load)
+    detector.resnetlab_kwargs = json.loads(json.dumps(dict(
+        backbone=backbone, backbone_kwargs=_architecture(backbone, classifier), trainable_stages=trainable_stages,
+        frozen_bn=frozen_bn, roi_pool=roi_pool, roi_output_size=roi_output_size, anchor_sizes=list(anchor_sizes),
+        aspect_ratios=list(aspect_ratios), min_size=min_size, max_size=max_size, **detector_kwargs)))
     return detector
 
 
@@ -306,7 +330,12 @@ def create_detector(
 
 @dataclass(frozen=True)
 class DetectorMeta:
-    """Metadata of a detector weights file: enough to rebuild it and name its classes."""
+    """Metadata of a detector weights file: enough to rebuild it and name its classes.
+
+    ``kwargs`` are :func:`create_detector`'s (the backbone's architecture in full, see
+    ``resnetlab_kwargs``); ``classes`` the object classes of labels 1..K and ``category_ids`` the
+    data set's own id of each (COCO's 1..90 with gaps; 1..K for VOC, shapes and VOC-XML folders).
+    """
 
     detector: str
     kwargs: dict[str, Any]
@@ -314,18 +343,25 @@ class DetectorMeta:
     mean: list[float]
     std: list[float]
     source: str
+    category_ids: list[int]
 
     def to_metadata(self) -> dict[str, str]:
         """The safetensors string metadata (``resnetlab.*`` keys)."""
         return {PREFIX + "format": DETECTOR_FORMAT, PREFIX + "detector": self.detector,
                 PREFIX + "kwargs": json.dumps(self.kwargs, sort_keys=True), PREFIX + "classes": json.dumps(self.classes),
+                PREFIX + "category_ids": json.dumps(self.category_ids),
                 PREFIX + "mean": json.dumps(self.mean), PREFIX + "std": json.dumps(self.std),
                 PREFIX + "source": self.source}
 
 
+#: what a detector file's ``resnetlab.kwargs`` must name to rebuild its backbone exactly
+_REBUILD_KEYS = ("backbone", "backbone_kwargs")
+
+
 def read_detector_meta(path: str | os.PathLike) -> DetectorMeta:
     """The metadata of the detector weights file ``path`` (no tensors read); a classification
-    weights file or a corrupt one is a :class:`WeightsError`."""
+    weights file, a corrupt one, or one that does not record its backbone's architecture and
+    its classes' ids is a :class:`WeightsError`."""
     meta = read_header(Path(path)).get("__metadata__") or {}
     if meta.get(PREFIX + "format") != DETECTOR_FORMAT:
         what = "a classification weights file" if PREFIX + "model" in meta else "not a resnetlab detector file"
@@ -333,11 +369,18 @@ def read_detector_meta(path: str | os.PathLike) -> DetectorMeta:
     try:
         out = DetectorMeta(meta[PREFIX + "detector"], json.loads(meta[PREFIX + "kwargs"]),
                            json.loads(meta[PREFIX + "classes"]), json.loads(meta[PREFIX + "mean"]),
-                           json.loads(meta[PREFIX + "std"]), meta.get(PREFIX + "source", ""))
+                           json.loads(meta[PREFIX + "std"]), meta.get(PREFIX + "source", ""),
+                           json.loads(meta.get(PREFIX + "category_ids", "null")))
     except (KeyError, ValueError) as exc:
         raise WeightsError(f"{path}: corrupt detector metadata ({type(exc).__name__}: {exc})") from None
     if not (isinstance(out.classes, list) and out.classes and isinstance(out.kwargs, dict)):
         raise WeightsError(f"{path}: corrupt detector metadata (classes, kwargs)")
+    if any(k not in out.kwargs for k in _REBUILD_KEYS) or not isinstance(out.category_ids, list):
+        raise WeightsError(f"{path}: does not record its backbone's architecture and its classes' data set ids "
+                           "(written by an older resnetlab); it cannot be rebuilt for certain: train it again")
+    if len(out.category_ids) != len(out.classes):
+        raise WeightsError(f"{path}: corrupt detector metadata ({len(out.category_ids)} category ids for "
+                           f"{len(out.classes)} classes)")
     return out
 
 
