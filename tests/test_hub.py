@@ -67,8 +67,11 @@ def test_folder_round_trip_config_and_card(tmp_path):
                  "| imagenet | val | 10crop | 50000 | 31.25 % | 12.50 % |", "Not for timm"]:
         assert text in card, text
 
-    rebuilt, got = resnetlab.from_pretrained(folder)
+    rebuilt = resnetlab.from_pretrained(folder)  # the model, as in Hugging Face and timm; metadata on it
+    got = rebuilt.pretrained_meta
     assert got.model == "resnet50" and got.kwargs == config["kwargs"] and got.classes == meta["classes"]
+    assert rebuilt.pretrained_cfg == cfg and rebuilt.pretrained_cfg["architecture"] == "resnet50"
+    assert not rebuilt.training
     x = torch.randn(2, 3, 67, 67)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
@@ -114,8 +117,9 @@ def test_from_hf_hub_through_the_offline_cache(tmp_path, offline):
     cache = _hub_cache(tmp_path, folder)
     x = torch.randn(1, 3, 40, 40)
     for name in ["hf-hub:resnetlab/r18-test", "hf-hub:resnetlab/r18-test@" + "a1b2c3d4" * 5]:
-        rebuilt, meta = resnetlab.from_pretrained(name, cache_dir=cache)
-        assert meta.classes == ["a", "b", "c"]
+        rebuilt = resnetlab.from_pretrained(name, cache_dir=cache)
+        assert rebuilt.pretrained_meta.classes == ["a", "b", "c"]
+        assert rebuilt.pretrained_cfg["label_names"] == ["a", "b", "c"]
         with torch.no_grad():
             assert torch.equal(rebuilt(x), model(x))
     with pytest.raises(WeightsError, match="hf-hub:resnetlab/absent: not available from the hub or its cache"):

@@ -113,7 +113,7 @@ def export(weights: str | os.PathLike, fmt: str, out: str | os.PathLike) -> dict
             diff = onnx_max_abs_diff(out, model, x)
         elif fmt == "hub":
             save_pretrained(model, out, meta)
-            rebuilt, _ = from_pretrained(out)
+            rebuilt = from_pretrained(out)
             with torch.inference_mode():
                 diff = float((rebuilt(x) - model(x)).abs().max())
         else:

@@ -3,10 +3,10 @@
 This is the layout models are shared in on the Hugging Face hub, and the one timm reads.
 :func:`save_pretrained` writes it; :func:`from_pretrained` rebuilds the model exactly from a
 folder or from ``"hf-hub:ORG/NAME[@REVISION]"`` (through huggingface_hub's cache: the ``hub``
-extra).  ``model.safetensors`` is an ordinary resnetlab weights file (its metadata rebuilds the
+extra) and returns it, as Hugging Face and timm do, with its metadata on it.  ``model.safetensors`` is an ordinary resnetlab weights file (its metadata rebuilds the
 model); ``config.json`` repeats that metadata for people and tools and adds timm's
 ``pretrained_cfg``, so that a network timm builds identically (a ``variant="v1.5"`` ResNet with
-option-B shortcuts) loads there with the same outputs::
+option-B shortcuts, a ResNet-D, ResNeXt or ImageNet Wide ResNet) loads there with the same outputs::
 
     timm.create_model("resnet50", pretrained=True,
                       pretrained_cfg_overlay=dict(file="DIR/model.safetensors"))
@@ -15,6 +15,7 @@ option-B shortcuts) loads there with the same outputs::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 from pathlib import Path
@@ -29,12 +30,12 @@ from .data.transforms import resize_side
 from .errors import ConfigError, WeightsError
 from .evaluate import default_protocol
 from .files import atomic_write_text
-from .models.resnet import IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
+from .models.resnet import IMAGENET_WIDTHS, Bottleneck
 from .registry import model_info
 from .weights import WeightsMeta, load_weights, read_meta, save_weights
 
 __all__ = ["WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "HF_PREFIX", "save_pretrained", "from_pretrained",
-           "hub_config", "model_card", "timm_equivalent"]
+           "hub_config", "pretrained_cfg", "model_card", "timm_equivalent"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -52,6 +53,11 @@ PAPERS = {
     "Simonyan & Zisserman 2015": ("Very Deep Convolutional Networks for Large-Scale Image Recognition",
                                   "arXiv:1409.1556"),
     "Huang et al. 2017": ("Densely Connected Convolutional Networks", "arXiv:1608.06993"),
+    "He et al. 2016": ("Identity Mappings in Deep Residual Networks", "arXiv:1603.05027"),
+    "Xie et al. 2017": ("Aggregated Residual Transformations for Deep Neural Networks", "arXiv:1611.05431"),
+    "Zagoruyko & Komodakis 2016": ("Wide Residual Networks", "arXiv:1605.07146"),
+    "He et al. 2019": ("Bag of Tricks for Image Classification with Convolutional Neural Networks",
+                       "arXiv:1812.01187"),
 }
 
 #: registry family -> what the network is, for the model card
@@ -63,7 +69,17 @@ FAMILY_TEXT = {
     "alexnet": "AlexNet",
     "vgg": "VGG network",
     "densenet": "densely connected network",
+    "preact_resnet": "pre-activation residual network",
+    "cifar_preact_resnet": "CIFAR pre-activation residual network",
+    "resnext": "ResNeXt (aggregated residual transformations)",
+    "wide_resnet": "wide residual network",
+    "wrn": "CIFAR wide residual network",
+    "resnet_d": "ResNet-D (deep stem, average-pool shortcuts)",
 }
+
+#: registry families whose every name timm builds identically under the same name (torchvision's
+#: keys and layout) when the arguments are the ones checked in :func:`timm_equivalent`
+TIMM_FAMILIES = ("resnet", "resnet_d", "resnext", "wide_resnet")
 
 #: what a (kwarg, value) says about the network, for the model card
 _ARGUMENT_TEXT = {
@@ -76,6 +92,10 @@ _ARGUMENT_TEXT = {
     ("stem_pool", "caffe"): "stem max pool as in the MSRA Caffe models: 3x3, stride 2, no padding, pooled sizes "
                             "rounded up",
     ("stem_pool", "torch"): "stem max pool as in torchvision: 3x3, stride 2, padding 1",
+    ("stem", "deep"): "ResNet-C's deep stem: three 3x3 convs of 32, 32 and 64 filters in place of the 7x7 "
+                      "(He et al. 2019)",
+    ("shortcut_avg_down", True): "ResNet-D's shortcuts: 2x2 average pooling, then a stride-1 projection "
+                                 "(He et al. 2019)",
 }
 
 
@@ -99,39 +119,44 @@ def timm_equivalent(meta: WeightsMeta) -> tuple[str | None, str]:
     """``(timm model name, why)``: the timm model that is this exact network (same keys, same
     outputs), or ``None`` and the reason it is not.
 
-    timm's ``resnet18 ... resnet152`` stride on the 3x3 conv (``variant="v1.5"``), use option-B
-    shortcuts, torchvision's stem pooling and Table 1's widths; other networks are not claimed.
+    timm's ``resnet18 ... resnet152``, ``resnet18d ... resnet152d``, ``resnext*`` and
+    ``wide_resnet*`` stride on the 3x3 conv (``variant="v1.5"``), use option-B shortcuts,
+    torchvision's stem pooling and Table 1's widths; other networks are not claimed.
     """
-    kwargs = meta.kwargs
-    if meta.model not in {f"resnet{d}" for d in IMAGENET_STAGES}:
+    info = model_info(meta.model)
+    if info.family not in TIMM_FAMILIES:
         return None, f"timm has no network known to be identical to resnetlab's {meta.model}"
-    depth = int(meta.model.removeprefix("resnet"))
+    builder = {k: p.default for k, p in inspect.signature(info.builder).parameters.items() if p.default is not p.empty}
+    args = {**builder, **info.defaults, **meta.kwargs}
     differences = []
-    if depth >= 50 and kwargs.get("variant", "v1") != "v1.5":
-        differences.append("variant='v1' strides on the first 1x1 conv, timm's on the 3x3")
-    if kwargs.get("shortcut", "B") != "B":
-        differences.append(f"shortcut={kwargs['shortcut']!r}, timm's are option B")
-    if kwargs.get("stem_pool", "torch") != "torch":
+    if args["depth"] >= 50 and args["variant"] != "v1.5":
+        differences.append(f"variant={args['variant']!r} strides on the first 1x1 conv, timm's on the 3x3")
+    if args["shortcut"] != "B":
+        differences.append(f"shortcut={args['shortcut']!r}, timm's are option B")
+    if args.get("stem_pool", "torch") != "torch":
         differences.append("stem_pool='caffe' pools other windows than timm's padded max pool")
-    if tuple(kwargs.get("widths", IMAGENET_WIDTHS)) != IMAGENET_WIDTHS:
-        differences.append(f"widths={list(kwargs['widths'])}, timm's are {list(IMAGENET_WIDTHS)}")
-    if kwargs.get("in_chans", 3) != 3:
-        differences.append(f"in_chans={kwargs['in_chans']}")
+    if tuple(args.get("widths", IMAGENET_WIDTHS)) != IMAGENET_WIDTHS:
+        differences.append(f"widths={list(args['widths'])}, timm's are {list(IMAGENET_WIDTHS)}")
+    if args["in_chans"] != 3:
+        differences.append(f"in_chans={args['in_chans']}")
+    checked = {"num_classes", "zero_init_residual", "variant", "shortcut", "stem_pool", "widths", "in_chans"}
+    differences += [f"{k}={v!r}, timm's {meta.model} has {info.defaults.get(k, builder.get(k))!r}"
+                    for k, v in sorted(meta.kwargs.items()) if k not in checked]
     if differences:
         return None, f"not timm's {meta.model}: " + "; ".join(differences)
     return meta.model, f"timm's {meta.model} is the same network (torchvision's keys and layout)"
 
 
-def hub_config(meta: WeightsMeta, model: nn.Module, evaluation: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """The ``config.json`` of a hub folder: resnetlab's metadata, the evaluation results and
-    timm's ``pretrained_cfg`` (per-channel mean/std, resize and crop of resnetlab's test view)."""
+def pretrained_cfg(meta: WeightsMeta, model: nn.Module) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` of a weights file: per-channel mean/std (a per-pixel mean averaged),
+    resize and crop of resnetlab's test view, classes, first conv and classifier, the paper."""
     info = model_info(meta.model)
     side = meta.input_size[-1]
     protocol = default_protocol(meta.input_size)
     first_conv, classifier = _first_conv_and_classifier(model)
-    timm_name, timm_why = timm_equivalent(meta)
     title, arxiv = PAPERS.get(info.paper.split(",")[0], (None, None))
-    pretrained_cfg = {
+    cfg = {
+        "architecture": meta.model,
         "input_size": list(meta.input_size),
         "fixed_input_size": False,  # global average pooling: any input size runs
         "interpolation": "bilinear",
@@ -148,6 +173,14 @@ def hub_config(meta: WeightsMeta, model: nn.Module, evaluation: Sequence[Mapping
         "origin_url": None,
         "description": f"resnetlab {meta.model}; weights: {meta.source}",
     }
+    return {k: v for k, v in cfg.items() if v is not None}
+
+
+def hub_config(meta: WeightsMeta, model: nn.Module, evaluation: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The ``config.json`` of a hub folder: resnetlab's metadata, the evaluation results and
+    timm's ``pretrained_cfg`` (:func:`pretrained_cfg`)."""
+    info = model_info(meta.model)
+    timm_name, timm_why = timm_equivalent(meta)
     return {
         "library": "resnetlab",
         "format_version": meta.format_version,
@@ -163,7 +196,7 @@ def hub_config(meta: WeightsMeta, model: nn.Module, evaluation: Sequence[Mapping
         "source": meta.source,
         "evaluation": [dict(e) for e in evaluation],
         "timm": {"model": timm_name, "note": timm_why},
-        "pretrained_cfg": {k: v for k, v in pretrained_cfg.items() if v is not None},
+        "pretrained_cfg": pretrained_cfg(meta, model),
     }
 
 
@@ -241,7 +274,7 @@ def model_card(meta: WeightsMeta, model: nn.Module, evaluation: Sequence[Mapping
         "",
         "```python",
         "import resnetlab",
-        "model, meta = resnetlab.from_pretrained(\"DIR\")  # or \"hf-hub:ORG/NAME\"",
+        "model = resnetlab.from_pretrained(\"DIR\")  # or \"hf-hub:ORG/NAME\"; metadata: model.pretrained_cfg",
         "```",
         "",
     ]
@@ -318,12 +351,16 @@ def _hub_snapshot(repo: str, cache_dir: str | os.PathLike | None) -> Path:
 
 
 def from_pretrained(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, WeightsMeta]:
-    """Rebuild the model of a hub folder, or of ``"hf-hub:ORG/NAME[@REVISION]"``; returns what
-    :func:`resnetlab.load_weights` returns, ``(model, meta)``, the model in eval mode.
+                    map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model of a hub folder, or of ``"hf-hub:ORG/NAME[@REVISION]"``, in eval mode, and
+    return it, as Hugging Face and timm do (:func:`resnetlab.load_weights` returns ``(model, meta)``).
 
-    The architecture comes from ``model.safetensors``'s metadata; a ``config.json`` that says
-    otherwise is refused.  ``cache_dir`` is huggingface_hub's cache folder (its default otherwise).
+    The metadata rides on the model: ``model.pretrained_cfg`` is timm's dict (``architecture``,
+    per-channel ``mean``/``std``, ``input_size``, ``crop_pct``, ``label_names``, ...), which timm's
+    data helpers read; ``model.pretrained_meta`` is the weights file's exact
+    :class:`~resnetlab.weights.WeightsMeta` (a per-pixel mean as it is, the source).  The
+    architecture comes from ``model.safetensors``'s metadata; a ``config.json`` that says otherwise
+    is refused.  ``cache_dir`` is huggingface_hub's cache folder (its default otherwise).
     """
     text = str(source)
     folder = _hub_snapshot(text[len(HF_PREFIX):], cache_dir) if text.startswith(HF_PREFIX) else Path(source)
@@ -342,4 +379,6 @@ def from_pretrained(source: str | os.PathLike, *, cache_dir: str | os.PathLike |
         if said != (meta.model, meta.kwargs):
             raise WeightsError(f"{config_file}: says {said[0] if said else None!r} {said[1] if said else None}, "
                                f"but {WEIGHTS_NAME} holds {meta.model!r} {meta.kwargs}")
-    return model, meta
+    model.pretrained_cfg = pretrained_cfg(meta, model)
+    model.pretrained_meta = meta
+    return model
