@@ -1,19 +1,15 @@
 """resnetlab: deep residual networks (He et al. 2015) as working software.
 
-The core (models, registry, weights, data) is imported with the package; the applications
-(``resnetlab.train``, ``resnetlab.evaluate``, ``resnetlab.inference``, ...) load on first use,
-as attributes (``resnetlab.inference.optimize(...)`` after ``import resnetlab``) or by import.
+``import resnetlab`` loads no torch: the public functions (``create_model``, ``load_weights``, ...)
+and the submodules (``resnetlab.train``, ``resnetlab.inference``, ...) load on first use, as
+attributes (``resnetlab.inference.optimize(...)`` after ``import resnetlab``) or by import
+(``from resnetlab import create_model``); see :mod:`resnetlab.lazy`.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from . import models  # noqa: F401  (registers every model with the registry)
-from .analysis.complexity import complexity
 from .errors import ConfigError, DataError, ResnetlabError, UnknownModelError, WeightsError
-from .registry import create_model, list_models, model_info
-from .weights import load_weights, save_weights
+from .lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -33,30 +29,18 @@ __all__ = [
     "WeightsError",
 ]
 
-#: public submodules that ``import resnetlab`` does not load; ``resnetlab.NAME`` imports them on first use
+#: public submodules, imported on first use
 SUBMODULES = (
     "analysis", "bench", "cli", "config", "constants", "data", "demo", "detection", "device", "docs", "errors", "evaluate",
-    "export", "files", "hub", "importers", "inference", "models", "paper", "predict", "recipes", "registry", "report",
-    "reproduce", "runfolder", "tensorboard", "train", "weights",
+    "export", "files", "hub", "importers", "inference", "lazy", "machine", "models", "paper", "predict", "recipes",
+    "registry", "report", "reproduce", "runfolder", "tensorboard", "train", "weights",
 )
 
+#: public functions and the submodule each comes from, imported with it on first use
+LAZY_FUNCTIONS = {
+    "create_model": "registry", "list_models": "registry", "model_info": "registry",
+    "complexity": "analysis.complexity", "load_weights": "weights", "save_weights": "weights",
+    "save_pretrained": "hub", "from_pretrained": "hub",
+}
 
-#: public functions of application modules, loaded with their module on first use (``resnetlab.hub``
-#: reads ``resnetlab.evaluate`` and the data transforms, which import torchvision: ``import resnetlab``
-#: stays light)
-LAZY_FUNCTIONS = {"save_pretrained": "hub", "from_pretrained": "hub"}
-
-
-def __getattr__(name: str) -> object:
-    """``resnetlab.inference`` and the other public submodules, imported when first used; likewise
-    the functions of :data:`LAZY_FUNCTIONS`."""
-    if name in SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name in LAZY_FUNCTIONS:
-        return getattr(importlib.import_module(f".{LAZY_FUNCTIONS[name]}", __name__), name)
-    raise AttributeError(f"module 'resnetlab' has no attribute {name!r}; public names: "
-                         f"{', '.join(__all__)}; submodules: {', '.join(SUBMODULES)}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(SUBMODULES) | set(LAZY_FUNCTIONS))
+__getattr__, __dir__ = lazy_attributes(globals(), SUBMODULES, LAZY_FUNCTIONS)

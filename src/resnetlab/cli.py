@@ -2,6 +2,10 @@
 
 No logic lives here. Every user mistake surfaces as a :class:`ResnetlabError` and ends as
 one line on stderr with exit code 2; bugs keep their traceback.
+
+The parsers are plain data (:mod:`resnetlab.arguments`): ``resnetlab --help`` imports no torch.
+A command reaches the library as attributes of the package (``resnetlab.evaluate.run_eval``),
+which load on first use (:mod:`resnetlab.lazy`): each command loads what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -11,20 +15,14 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
+import resnetlab
+
 from . import __version__
-from .analysis.complexity import describe
-from .bench import bench_infer, bench_train, format_table, record
+from .arguments import LibraryNames, add_run_options, parse
 from .config import parse_overrides
 from .detection.cli import add_detect
 from .errors import ConfigError, ResnetlabError
-from .evaluate import PROTOCOLS, run_eval
-from .export import FORMATS, export
-from .importers import IMPORTERS, import_weights
-from .predict import predict
-from .registry import list_models, model_info
-from .report import write_report
-from .reproduce import run_experiment
-from .train import train_recipe
+from .recipes import RECIPES
 
 # Each subcommand is a pair: add_<name>(subparsers) builds its parser and sets func=<handler>.
 _COMMANDS: list[Callable[[Any], None]] = []
@@ -52,12 +50,12 @@ def add_list(sub: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    names = list_models(args.pattern)
+    names = resnetlab.registry.list_models(args.pattern)
     if args.json:
         _print_json(names)
         return
     for name in names:
-        info = model_info(name)
+        info = resnetlab.registry.model_info(name)
         print(f"{name:24s} {info.family:14s} {info.paper}")
 
 
@@ -72,7 +70,7 @@ def add_info(sub: Any) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    info = describe(args.model, args.overrides, args.input_size)
+    info = resnetlab.analysis.complexity.describe(args.model, args.overrides, args.input_size)
     if args.json:
         _print_json(info)
         return
@@ -90,25 +88,20 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 @command
 def add_train(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a recipe (paper_cifar, paper_imagenet, alexnet_imagenet, densenet_cifar, demo)")
+    p = sub.add_parser("train", help=f"train a recipe ({', '.join(RECIPES)})")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe fields, e.g. model=cifar_resnet56 lr=0.05")
     p.add_argument("--data", default=None, help="digits, cifar10=PATH, cifar100=PATH, imagenet=PATH, folder=PATH, synthetic")
     p.add_argument("--out", default=None, help="run folder (default runs/RECIPE)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (its config.json gives recipe settings and data)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (the same as device=...)")
+    add_run_options(p, as_overrides=True)
     p.set_defaults(func=cmd_train)
 
 
-def _with_device(overrides: list[str], device: str | None) -> list[str]:
-    """``--device D`` is the override ``device=D`` (given both ways, it is refused as given twice)."""
-    return overrides + ([f"device={device}"] if device is not None else [])
-
-
 def cmd_train(args: argparse.Namespace) -> None:
-    result = train_recipe(args.recipe, _with_device(args.overrides, args.device), data=args.data, out_dir=args.out,
-                          resume=args.resume)
+    result = resnetlab.train.train_recipe(args.recipe, args.overrides, data=args.data, out_dir=args.out,
+                                          resume=args.resume)
     if result.interrupted:
         print(f"resnetlab: stopped at step {result.step}/{result.iterations}; checkpoint saved. "
               f"Continue with: resnetlab train {args.recipe} --out {result.out_dir} --resume", file=sys.stderr)
@@ -125,17 +118,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 @command
 def add_reproduce(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="re-run one of the paper's experiments (tables, figures)")
-    p.add_argument("experiment", help="table1, cifar_table6, fig6, fig7, gradients or gradients_init")
+    p.add_argument("experiment", metavar="EXPERIMENT", choices=LibraryNames("resnetlab.reproduce", "EXPERIMENTS"),
+                   help="one of: %(choices)s")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="shorten or adjust: iterations=2000 depths=[20,56] seeds=[0,1] train_subset=5000 device=cuda")
     p.add_argument("--data", default=None, help="NAME=PATH, e.g. cifar10=/data/cifar10 (digits for a smoke run)")
     p.add_argument("--out", default=None, help="output root (default runs/reproduce)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps for the training runs")
+    add_run_options(p, as_overrides=True)
     p.set_defaults(func=cmd_reproduce)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    folder = run_experiment(args.experiment, _with_device(args.overrides, args.device), data=args.data, out=args.out)
+    folder = resnetlab.reproduce.run_experiment(args.experiment, args.overrides, data=args.data, out=args.out)
     print((folder / "table.md").read_text(), end="")
     print(f"written: {folder}")
 
@@ -149,7 +143,7 @@ def add_report(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    print(f"written: {write_report(args.out, args.results)}")
+    print(f"written: {resnetlab.report.write_report(args.out, args.results)}")
 
 
 # ----------------------------------------------------------------------------- eval / import / export / predict
@@ -162,18 +156,19 @@ def add_eval(sub: Any) -> None:
     p.add_argument("target", nargs="+", metavar="MODEL_OR_WEIGHTS")
     p.add_argument("--data", required=True, help="digits, cifar10=PATH, cifar100=PATH, imagenet=PATH, folder=PATH")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default=None,
-                   help="default: full for CIFAR-size models, center otherwise")
+    p.add_argument("--protocol", metavar="P", choices=LibraryNames("resnetlab.evaluate", "PROTOCOLS"), default=None,
+                   help="%(choices)s (default: full for CIFAR-size models, center otherwise)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--out", default=None, help="folder for per_class.json and confusion.png")
+    add_run_options(p)
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    result = run_eval(args.target, args.data, split=args.split, protocol=args.protocol, batch_size=args.batch_size,
-                      device=args.device, out_dir=args.out)
+    result = resnetlab.evaluate.run_eval(args.target, args.data, split=args.split, protocol=args.protocol,
+                                         batch_size=args.batch_size, device=args.device or "auto", out_dir=args.out,
+                                         threads=args.threads or 0)
     if not args.json:
         print(f"{result['model']} on {result['dataset']}/{result['split']} ({result['protocol']}): "
               f"top-1 error {100 * result['top1_err']:.2f} %, top-5 error {100 * result['top5_err']:.2f} % "
@@ -184,7 +179,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 @command
 def add_import(sub: Any) -> None:
     p = sub.add_parser("import", help="convert a foreign checkpoint into a resnetlab weights file")
-    p.add_argument("source", choices=list(IMPORTERS))
+    p.add_argument("source", metavar="SOURCE", choices=LibraryNames("resnetlab.importers", "IMPORTERS"),
+                   help="one of: %(choices)s")
     p.add_argument("file")
     p.add_argument("-o", "--out", required=True, metavar="OUT.safetensors")
     p.add_argument("--model", default=None, help="target model (default: detected from the checkpoint)")
@@ -192,7 +188,7 @@ def add_import(sub: Any) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    meta = import_weights(args.source, args.file, args.out, model=args.model)
+    meta = resnetlab.importers.import_weights(args.source, args.file, args.out, model=args.model)
     print(f"{args.out}: {meta.model} {meta.kwargs}, {len(meta.classes)} classes, input {list(meta.input_size)}, "
           f"source {meta.source}")
 
@@ -201,13 +197,14 @@ def cmd_import(args: argparse.Namespace) -> None:
 def add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="export a weights file to ONNX, TorchScript or a model-hub folder")
     p.add_argument("weights")
-    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--format", metavar="FORMAT", choices=LibraryNames("resnetlab.export", "FORMATS"), required=True,
+                   help="%(choices)s")
     p.add_argument("-o", "--out", required=True)
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    result = export(args.weights, args.format, args.out)
+    result = resnetlab.export.export(args.weights, args.format, args.out)
     diff = result["max_abs_diff"]
     check = "not checked (install onnxruntime)" if diff is None else f"max |diff| vs PyTorch {diff:.2e}"
     print(f"{result['out']}: {result['model']} as {result['format']}, {check}")
@@ -219,13 +216,13 @@ def add_predict(sub: Any) -> None:
     p.add_argument("weights")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=5, help="classes shown per image")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON list")
+    add_run_options(p)
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    results = predict(args.weights, args.images, top_k=args.top, device=args.device)
+    results = resnetlab.predict.predict(args.weights, args.images, top_k=args.top, device=args.device or "auto")
     if args.json:
         _print_json(results)
         return
@@ -246,13 +243,13 @@ def add_bench(sub: Any) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="train: recipe overrides, right after 'train', e.g. compile=true")
     p.add_argument("--model", required=True)
     p.add_argument("--batch-size", type=int, default=None, help="default: 128 for train, 16 for infer")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (the default), auto, cuda, cuda:N or mps")
     p.add_argument("--recipe", default="paper_cifar", help="train: the recipe whose step is timed")
     p.add_argument("--input-size", type=int, default=None, help="infer: square input side (default: the model's)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each before timing")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per contender per round")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of both (default: torch's)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of both (default: chosen as every command does)")
     p.add_argument("--compile", action="store_true", help="infer: torch.compile with freezing")
     p.add_argument("--runtime", choices=["torch", "onnxruntime", "auto"], default="torch",
                    help="infer: fp32 runtime (auto: time those this machine has, keep the fastest)")
@@ -271,19 +268,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
         if args.compile or args.runtime != "torch" or args.quantize or args.input_size:
             raise ConfigError("bench train: use key=value recipe overrides (e.g. compile=true), "
                               "not --compile/--runtime/--quantize/--input-size")
-        result = bench_train(args.model, recipe=args.recipe,
-                             overrides=parse_overrides(args.overrides), **timing)
+        result = resnetlab.bench.bench_train(args.model, recipe=args.recipe, overrides=parse_overrides(args.overrides),
+                                             **timing)
     else:
         if args.overrides:
             raise ConfigError(f"bench infer takes no key=value overrides, got {' '.join(args.overrides)}")
-        result = bench_infer(args.model, input_size=args.input_size,
-                             compile=args.compile, runtime=args.runtime, quantize=args.quantize, **timing)
+        result = resnetlab.bench.bench_infer(args.model, input_size=args.input_size, compile=args.compile,
+                                             runtime=args.runtime, quantize=args.quantize, **timing)
     if args.out:
-        record(args.out, result)
+        resnetlab.bench.record(args.out, result)
     if args.json:
         _print_json(result)
     else:
-        print(format_table(result))
+        print(resnetlab.bench.format_table(result))
 
 
 command(add_detect)  # resnetlab detect train|eval|predict|export: detection/cli.py
@@ -307,22 +304,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse a command line; options and ``key=value`` words may come in any order after the
-    command (``train paper_cifar --data X model=cifar_resnet56``): the command's own arguments are
-    parsed intermixed (argparse's top-level intermixed parsing does not support sub-commands)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if not extra:
-        return args
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    own = argv[argv.index(args.command) + 1:]
-    return commands[args.command].parse_intermixed_args(own, namespace=argparse.Namespace(command=args.command))
+    command, sub-commands nested or not (see :func:`resnetlab.arguments.parse`)."""
+    return parse(build_parser(), sys.argv[1:] if argv is None else argv)
+
+
+def _choose_threads(args: argparse.Namespace) -> None:
+    """A command that runs networks sets its CPU threads first, the one way every command does
+    (``--threads N``, ``threads=N``, else :func:`resnetlab.machine.choose_threads`'s automatic
+    choice); the library says what was chosen once the work starts."""
+    if "threads" not in args:
+        return
+    requested = args.threads
+    if requested is None and "overrides" in args:
+        requested = parse_overrides(args.overrides).get("threads")
+    if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool)):
+        raise ConfigError(f"threads: expected a whole number, got {requested!r}")
+    resnetlab.machine.choose_threads(requested or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = parse_args(argv)
     try:
+        _choose_threads(args)
         args.func(args)
     except ResnetlabError as exc:
         print(f"resnetlab: error: {exc}", file=sys.stderr)

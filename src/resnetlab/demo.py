@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
-
-import torch
 
 from . import paper
 from .config import apply_overrides, parse_overrides
@@ -36,21 +33,13 @@ resnetlab demo: He et al. 2015 ("Deep Residual Learning"), section 4.2, in minia
 """
 
 
-def _threads() -> int:
-    """Intra-op threads: all cores, or 1 when other processes already load every core (OpenMP
-    threads then spin-wait on each other: measured 10x slower than one thread on 2 busy cores)."""
-    cores = os.cpu_count() or 1
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
-    return 1 if busy else torch.get_num_threads()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Train the demo, print what it is, and end with the eval JSON line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m resnetlab.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="demo recipe fields")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="demo recipe fields (threads=N: CPU threads; default: chosen from the cores and their load)")
     parser.add_argument("--out", default=None, help="run folder (default: a new temporary folder)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(_threads())
     try:
         config = apply_overrides(get_recipe("demo"), parse_overrides(args.overrides))
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="resnetlab-demo-"))

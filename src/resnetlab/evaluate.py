@@ -42,6 +42,7 @@ from .data import open_dataset
 from .data.transforms import center_view, normalize, resize_side
 from .device import resolve_device
 from .errors import ConfigError, DataError
+from .machine import choose_threads
 from .registry import create_model, model_info
 from .weights import WeightsMeta, load_weights
 
@@ -452,6 +453,7 @@ def run_eval(
     device: str = "auto",
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    threads: int = 0,
 ) -> dict[str, Any]:
     """``resnetlab eval``: evaluate a weights file (or a bare model name, random weights), or an
     ensemble of several, on the ``split`` of the data spec ``data``; returns the eval
@@ -461,7 +463,8 @@ def run_eval(
     Normalization, input size and class names come from each weights file; an ensemble's
     models must share the class list.  A model whose classes differ from the data set's is
     refused (count) or warned about (names) on stderr.  The protocol defaults to the models'
-    common default (:func:`default_protocol`).
+    common default (:func:`default_protocol`).  ``threads``: CPU threads (0: the automatic
+    choice of :func:`resnetlab.machine.choose_threads`), said on stderr with the progress.
     """
     names = [str(targets)] if isinstance(targets, (str, os.PathLike)) else [str(t) for t in targets]
     if not names:
@@ -487,6 +490,9 @@ def run_eval(
     if any(pretrained for _, _, pretrained in loaded) and list(dataset.classes) != list(meta.classes[: len(dataset.classes)]):
         print(f"resnetlab: warning: class names of {data} differ from the weights' "
               f"({dataset.classes[:3]}... vs {meta.classes[:3]}...); comparing by index", file=sys.stderr)
+    threads_line = choose_threads(threads)
+    if progress:
+        print(f"resnetlab: evaluating on {device}, {threads_line}", file=sys.stderr)
     result = evaluate(models=[(model, m) for model, m, _ in loaded], dataset=dataset, protocol=protocol,
                       batch_size=batch_size, device=device, progress=progress, out_dir=out_dir)
     single = len(names) == 1

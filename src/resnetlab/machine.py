@@ -23,34 +23,39 @@ __all__ = ["describe", "cpu_model", "git_commit", "choose_threads"]
 
 #: torch's own thread count before anyone changed it (its default, or ``OMP_NUM_THREADS``)
 _TORCH_DEFAULT_THREADS = torch.get_num_threads()
-#: the automatic choice of this process, made once (every later automatic call keeps it)
+#: the automatic choice of this process, made once: ``(threads, why)``
 _auto_choice: tuple[int, str] | None = None
 
 
 def choose_threads(requested: int = 0) -> str:
     """Set torch's intra-op CPU threads the one way every command does, and say what was chosen.
 
-    ``requested`` > 0 (``threads=N``) is taken as given. Otherwise ``OMP_NUM_THREADS`` in the
-    environment is kept; else the threads are the cores this process may use minus the load
-    already on them (the 1-minute load average, rounded down), at least one and at most torch's
-    default: OpenMP threads that share a busy core spin-wait on each other (``resnetlab train
-    demo`` on a 2-core machine whose cores were both busy: 393 s with 2 threads, 20 s with 1).
-    The automatic choice is made once per process. Returns one line, e.g.
-    ``"1 CPU thread (auto: load 2.3 on 2 cores; threads=N to choose)"``.
+    ``requested`` > 0 (``threads=N``, ``--threads N``) is taken as given. Otherwise a count set
+    before is kept: ``OMP_NUM_THREADS`` in the environment, or ``torch.set_num_threads`` called
+    by the program. Else the threads are the cores this process may use minus the load already
+    on them (the 1-minute load average, rounded down), at least one and at most torch's default:
+    OpenMP threads that share a busy core spin-wait on each other (``resnetlab train demo`` on a
+    2-core machine whose cores were both busy: 393 s with 2 threads, 20 s with 1). That choice
+    is made once per process. Returns one line, e.g.
+    ``"1 CPU thread (automatic: load 2.3 on 2 cores; threads=N to choose)"``.
     """
     global _auto_choice
     if requested < 0:
         raise ConfigError(f"threads must be >= 0 (0: automatic), got {requested}")
+    current = torch.get_num_threads()
     if requested:
         threads, why = requested, f"threads={requested}"
     elif os.environ.get("OMP_NUM_THREADS"):
-        threads, why = _TORCH_DEFAULT_THREADS, f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+        threads, why = current, f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    elif _auto_choice is not None and current == _auto_choice[0]:
+        threads, why = _auto_choice
+    elif current != _TORCH_DEFAULT_THREADS:
+        threads, why = current, "set by the program; threads=N to choose"
     else:
-        if _auto_choice is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-            _auto_choice = (max(1, min(_TORCH_DEFAULT_THREADS, cores - int(load))),
-                            f"auto: load {load:.1f} on {cores} cores; threads=N to choose")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        _auto_choice = (max(1, min(_TORCH_DEFAULT_THREADS, cores - int(load))),
+                        f"automatic: load {load:.1f} on {cores} cores; threads=N to choose")
         threads, why = _auto_choice
     torch.set_num_threads(threads)
     return f"{threads} CPU thread{'s' if threads != 1 else ''} ({why})"

@@ -1,5 +1,8 @@
 """``resnetlab detect train|eval|predict|export``: parses, calls :mod:`resnetlab.detection.engine`, prints.
 
+As :mod:`resnetlab.cli`: the parsers are plain data and the library is reached as attributes of the
+package (``resnetlab.detection.engine``), loaded when a command runs.
+
 ```
 resnetlab detect train RECIPE [key=value ...] --data coco=PATH|voc=PATH|shapes --out DIR [--resume]
 resnetlab detect eval WEIGHTS --data coco=PATH|voc=PATH|shapes [--split val|test] [--json]
@@ -15,7 +18,10 @@ import json
 import sys
 from typing import Any
 
-from .engine import export_detector, predict_images, run_detect_eval, train_detector
+import resnetlab
+
+from ..arguments import add_run_options
+from .recipes import DETECT_RECIPES
 
 __all__ = ["add_detect"]
 
@@ -27,12 +33,13 @@ def add_detect(sub: Any) -> None:
     detect = sub.add_parser("detect", help="object detection: Faster R-CNN with ResNet backbones (paper appendix A)")
     inner = detect.add_subparsers(dest="detect_command", required=True, metavar="train|eval|predict|export")
 
-    p = inner.add_parser("train", help="train a detection recipe (paper_voc, paper_coco, shapes_demo)")
+    p = inner.add_parser("train", help=f"train a detection recipe ({', '.join(DETECT_RECIPES)})")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe fields, e.g. model=fasterrcnn_resnet50_c4 lr=0.002")
     p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--out", default=None, help="run folder (default runs/detect_RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_run_options(p, as_overrides=True)
     p.set_defaults(func=cmd_detect_train)
 
     p = inner.add_parser("eval", help="COCO mAP (and VOC07 mAP on VOC) of a detector weights file")
@@ -40,8 +47,8 @@ def add_detect(sub: Any) -> None:
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="val", help="val (default), test, train, or any split the data has")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0: all)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
+    add_run_options(p)
     p.set_defaults(func=cmd_detect_eval)
 
     p = inner.add_parser("predict", help="boxes, class names and scores of images")
@@ -49,8 +56,8 @@ def add_detect(sub: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--out", default=None, help="write each image with its detections drawn as OUT/<name>.png")
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least S (default 0.5)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    add_run_options(p)
     p.set_defaults(func=cmd_detect_predict)
 
     p = inner.add_parser("export", help="export a detector weights file to TorchScript or ONNX")
@@ -61,7 +68,8 @@ def add_detect(sub: Any) -> None:
 
 
 def cmd_detect_train(args: argparse.Namespace) -> None:
-    result = train_detector(args.recipe, args.overrides, data=args.data, out_dir=args.out, resume=args.resume)
+    result = resnetlab.detection.engine.train_detector(args.recipe, args.overrides, data=args.data, out_dir=args.out,
+                                                       resume=args.resume)
     if result.interrupted:
         print(f"resnetlab: stopped at step {result.step}/{result.iterations}; checkpoint saved. Continue with: "
               f"resnetlab detect train {args.recipe} --out {result.out_dir} --resume", file=sys.stderr)
@@ -75,7 +83,8 @@ def cmd_detect_train(args: argparse.Namespace) -> None:
 
 
 def cmd_detect_eval(args: argparse.Namespace) -> None:
-    result = run_detect_eval(args.weights, args.data, split=args.split, device=args.device, limit=args.limit)
+    result = resnetlab.detection.engine.run_detect_eval(args.weights, args.data, split=args.split,
+                                                        device=args.device or "auto", limit=args.limit)
     if not args.json:
         line = (f"{result['model']} on {result['dataset']}/{result['split']} ({result['n_images']} images): "
                 f"mAP {100 * result['map']:.2f} %, mAP@.5 {100 * result['map50']:.2f} %, "
@@ -87,8 +96,8 @@ def cmd_detect_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_detect_predict(args: argparse.Namespace) -> None:
-    results = predict_images(args.weights, args.images, score_threshold=args.score_threshold, out_dir=args.out,
-                             device=args.device)
+    results = resnetlab.detection.engine.predict_images(args.weights, args.images, score_threshold=args.score_threshold,
+                                                        out_dir=args.out, device=args.device or "auto")
     for result in results:
         if args.json:
             print(json.dumps(result))
@@ -100,7 +109,7 @@ def cmd_detect_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_detect_export(args: argparse.Namespace) -> None:
-    result = export_detector(args.weights, args.format, args.out)
+    result = resnetlab.detection.engine.export_detector(args.weights, args.format, args.out)
     check = ("no detections on the check image to compare" if result["max_abs_diff"] is None else
              f"max |box diff| vs PyTorch {result['max_abs_diff']:.2e} over {result['n_boxes']} boxes")
     print(f"{result['out']}: {result['model']} as {result['format']}, {check}")
