@@ -1,0 +1,238 @@
+"""Pre-activation ResNets (He et al. 2016): sizes against the paper, the unit's arrangement, timm's resnetv2.
+
+The paper's numbers are written here, and the exact counts are derived here from the paper's
+description of the nets, independently of resnetlab's counters.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from resnetlab import ConfigError, create_model, list_models, model_info
+from resnetlab.models.layers import ZeroPadShortcut
+from resnetlab.models.preact_resnet import (PreActBasicBlock, PreActBottleneck, PreActResNet, cifar_preact_resnet,
+                                            preact_resnet)
+
+# He et al. 2016, section 5 (CIFAR-10): parameters of the nets it trains, in millions.
+PAPER_PARAMS_M = {"preact_resnet110": 1.7, "preact_resnet164": 1.7, "preact_resnet1001": 10.2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def meta_model(name: str, **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def cifar_counts(n: int, bottleneck: bool, stem: int = 16, widths=(16, 32, 64), classes: int = 10) -> tuple[int, int]:
+    """(all parameters, conv + fc weights) of a CIFAR pre-activation net built as the paper describes it:
+    a 3x3 stem conv; per unit BN-ReLU before each conv (BN: a scale and a shift per channel); a 1x1
+    projection without BN where the channels change; a final BN; a fc with bias."""
+    weights = 9 * 3 * stem
+    bn = 0
+    c_in = stem
+    for planes in widths:
+        c_out = planes * (4 if bottleneck else 1)
+        for _ in range(n):
+            if bottleneck:
+                weights += c_in * planes + 9 * planes * planes + planes * c_out
+                bn += 2 * (c_in + planes + planes)
+            else:
+                weights += 9 * c_in * planes + 9 * planes * planes
+                bn += 2 * (c_in + planes)
+            if c_in != c_out:
+                weights += c_in * c_out
+            c_in = c_out
+    weights += c_in * classes + classes
+    bn += 2 * c_in
+    return weights + bn, weights
+
+
+def conv_fc_weights(model: nn.Module) -> int:
+    return sum(p.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) for p in m.parameters())
+
+
+def test_names_and_families():
+    names = set(list_models())
+    assert {f"preact_resnet{d}" for d in (18, 34, 50, 101, 152, 200, 110, 164, 1001)} <= names
+    assert model_info("preact_resnet50").family == "preact_resnet"
+    assert model_info("preact_resnet164").family == "cifar_preact_resnet"
+    assert model_info("preact_resnet164").input_size == (3, 32, 32)
+    assert "cifar_preact_resnet" in list_models(include_generic=True) and "cifar_preact_resnet" not in names
+
+
+@pytest.mark.parametrize("name, n, bottleneck", [("preact_resnet110", 18, False), ("preact_resnet164", 18, True),
+                                                 ("preact_resnet1001", 111, True)])
+def test_cifar_sizes_match_the_paper(name, n, bottleneck):
+    model = meta_model(name)
+    every, weights = cifar_counts(n, bottleneck)
+    assert sum(p.numel() for p in model.parameters()) == every
+    assert conv_fc_weights(model) == weights
+    # The paper counts conv and fc weights: ResNet-1001 has 10.18 M of them (10.2 M), and 10.33 M
+    # parameters with BN's scales and shifts.
+    assert round(weights / 1e6, 1) == PAPER_PARAMS_M[name]
+
+
+def test_any_cifar_depth_and_bad_depths():
+    assert sum(p.numel() for p in meta_model("cifar_preact_resnet", depth=20, bottleneck=True).parameters()) \
+        == cifar_counts(2, True)[0]
+    assert sum(p.numel() for p in meta_model("cifar_preact_resnet", depth=20).parameters()) == cifar_counts(3, False)[0]
+    with pytest.raises(ConfigError, match="9n\\+2"):
+        cifar_preact_resnet(depth=100, bottleneck=True)
+    with pytest.raises(ConfigError, match="6n\\+2"):
+        cifar_preact_resnet(depth=165)
+    with pytest.raises(ConfigError, match="needs depth"):
+        create_model("cifar_preact_resnet")
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_imagenet_nets_have_the_2015_convs(depth):
+    """Pre-activation changes where BN and ReLU sit, not the convs: the same conv and fc weights as
+    the 2015 net of Table 1."""
+    def shapes(model: nn.Module) -> list[tuple[int, ...]]:
+        return sorted(tuple(m.weight.shape) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+    assert shapes(meta_model(f"preact_resnet{depth}")) == shapes(meta_model(f"resnet{depth}"))
+
+
+def test_resnet200_units():
+    """ResNet-200 (section 5, ImageNet): fb.resnet.torch's 3, 24, 36, 3 bottleneck units."""
+    model = meta_model("preact_resnet200")
+    assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [3, 24, 36, 3]
+
+
+def test_a_unit_is_a_clean_identity_plus_its_branch():
+    """x_{l+1} = x_l + F(x_l) (Fig. 4e): with the last conv of a unit at zero, the unit returns its
+    input unchanged, negative values included (a 2015 unit would apply ReLU after the addition)."""
+    model = create_model("cifar_preact_resnet", depth=20, bottleneck=True).eval()
+    unit = model.layer2[1]
+    assert isinstance(unit, PreActBottleneck) and unit.downsample is None
+    nn.init.zeros_(unit.conv3.weight)
+    x = torch.randn(2, 128, 8, 8)
+    assert (x < 0).any()
+    with torch.no_grad():
+        assert torch.equal(unit(x), x)
+
+
+def test_first_unit_shares_its_activation_and_projections_are_pre_activated():
+    """Section 4.1: the first unit's BN-ReLU comes "right after conv1 and before splitting into two
+    paths"; a projection takes the pre-activated input and has no BN (the authors' code)."""
+    model = create_model("preact_resnet110").eval()
+    first = model.layer1[0]
+    assert isinstance(first, PreActBasicBlock) and first.downsample is None
+    nn.init.zeros_(first.conv2.weight)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(first(x), torch.relu(first.bn1(x)))
+        down = model.layer2[0]
+        assert [type(m) for m in down.downsample] == [nn.Conv2d]
+        nn.init.zeros_(down.conv2.weight)
+        assert torch.equal(down(x), down.downsample(torch.relu(down.bn1(x))))
+    option_a = create_model("preact_resnet110", shortcut="A").eval().layer2[0]
+    assert isinstance(option_a.downsample, ZeroPadShortcut) and not option_a.shortcut_preact  # a clean identity
+
+
+def test_stride_placement_and_final_activation():
+    v1 = create_model("preact_resnet50", widths=[8, 16, 32, 64])
+    assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
+    v15 = create_model("preact_resnet50", variant="v1.5", widths=[8, 16, 32, 64])
+    assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
+    # a final BN-ReLU after the last addition, before pooling
+    with torch.no_grad():
+        assert (v1.eval().forward_features(torch.randn(1, 3, 64, 64)) >= 0).all()
+    assert v1.final_bn.num_features == 256
+
+
+@pytest.mark.parametrize("name, kwargs, side", [
+    ("preact_resnet110", {}, 16),
+    ("cifar_preact_resnet", {"depth": 11, "bottleneck": True}, 16),
+    ("preact_resnet18", {"widths": [8, 16, 32, 64]}, 32),
+    ("preact_resnet50", {"widths": [8, 16, 32, 64], "variant": "v1.5"}, 32),
+])
+def test_forward_backward_and_interface(name, kwargs, side):
+    model = create_model(name, num_classes=5, **kwargs)
+    x = torch.randn(2, 3, side, side)
+    out = model(x)
+    assert out.shape == (2, 5)
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape[1] == model.num_features
+        torch.testing.assert_close(model.forward_head(features), model(x))
+    assert model.get_classifier().out_features == 5
+
+
+def test_features_only():
+    cifar = create_model("preact_resnet110", features_only=True)
+    assert cifar.feature_info.channels() == [16, 32, 64] and cifar.feature_info.reduction() == [1, 2, 4]
+    imagenet = create_model("preact_resnet50", features_only=True, out_indices=(0, 1, 2, 3, 4),
+                            widths=[8, 16, 32, 64])
+    assert imagenet.feature_info.channels() == [64, 32, 64, 128, 256]
+    assert imagenet.feature_info.reduction() == [2, 4, 8, 16, 32]
+    assert imagenet.feature_info.module_name() == ["conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x"]
+    maps = imagenet(torch.randn(1, 3, 64, 64))
+    assert [tuple(m.shape[1:]) for m in maps] == [(64, 32, 32), (32, 16, 16), (64, 8, 8), (128, 4, 4), (256, 2, 2)]
+
+
+def test_refusals():
+    with pytest.raises(ConfigError, match="dropout between the convs"):
+        PreActResNet(PreActBottleneck, (1, 1, 1), (16, 32, 64), stem_width=16, stem="cifar", dropout=0.3)
+    with pytest.raises(ConfigError, match="unknown argument.*zero_init_residual"):
+        create_model("preact_resnet164", zero_init_residual=True)
+    with pytest.raises(ConfigError, match="depth must be one of"):
+        preact_resnet(depth=77)
+
+
+def _timm_keys(key: str) -> str:
+    """timm resnetv2 key -> ours."""
+    key = key.replace("stem.conv.", "conv1.").replace("head.fc.", "fc.").replace("downsample.conv.", "downsample.0.")
+    key = re.sub(r"^norm\.", "final_bn.", key)
+    key = re.sub(r"^stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"layer{int(m.group(1)) + 1}.{m.group(2)}.", key)
+    return re.sub(r"\.norm(\d)\.", r".bn\1.", key)
+
+
+def _from_timm(name: str, ours: nn.Module) -> nn.Module:
+    timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")
+    theirs = timm.create_model(name, pretrained=False).eval()
+    with torch.no_grad():  # statistics away from their initial 0/1, so that every BN matters
+        for m in theirs.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    state = {_timm_keys(k): v.flatten(1) if k == "head.fc.weight" else v for k, v in theirs.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+    return theirs
+
+
+def test_preact_resnet50_v15_is_timms_resnetv2_50():
+    """timm's resnetv2_50 is the same arrangement with the stride on the 3x3 conv: same outputs."""
+    ours = create_model("preact_resnet50", variant="v1.5").eval()
+    theirs = _from_timm("resnetv2_50", ours)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+
+
+def test_preact_resnet18_differs_from_timms_only_in_the_first_unit():
+    """timm's resnetv2_18 keeps the first unit's identity clean; the paper's first unit shares its
+    BN-ReLU (section 4.1). With that one unit switched, the outputs agree."""
+    ours = create_model("preact_resnet18").eval()
+    theirs = _from_timm("resnetv2_18", ours)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(ours(x), theirs(x), rtol=1e-3, atol=1e-3)
+        ours.layer1[0].shortcut_preact = False
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
