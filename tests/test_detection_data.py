@@ -1,0 +1,107 @@
+"""Detection data the way users have it: folders of images and Pascal VOC XML files (as labelling
+tools write them), the real raccoon photos of ../shared read in place, and a VOC folder through
+train -> eval -> score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetlab.cli import main
+from resnetlab.detection.data import (SHAPES_CLASSES, VOC_FOLDER_VAL_FRACTION, open_detection_data, read_voc_folder,
+                                      shapes_image)
+from resnetlab.detection.metrics import score_files
+from resnetlab.errors import DataError
+
+
+def _xml(name: str, width: int, height: int, objects: list[tuple]) -> str:
+    """A LabelImg-style Pascal VOC file (1-based inclusive pixel boxes, no difficult tag on some)."""
+    parts = [f"<annotation><folder>x</folder><filename>{name}</filename><path>/elsewhere/{name}</path>"
+             f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"]
+    for i, (x1, y1, x2, y2, label, *_) in enumerate(objects):
+        hard = "" if i % 2 else "<difficult>0</difficult>"
+        parts.append(f"<object><name>{SHAPES_CLASSES[label - 1]}</name><pose>Unspecified</pose>{hard}<bndbox>"
+                     f"<xmin>{round(x1) + 1}</xmin><ymin>{round(y1) + 1}</ymin><xmax>{round(x2)}</xmax>"
+                     f"<ymax>{round(y2)}</ymax></bndbox></object>")
+    return "".join(parts) + "</annotation>"
+
+
+def voc_folder(root: Path, count: int, *, images: str = "", annotations: str = "", seed: int = 5) -> Path:
+    """``count`` shapes images as JPEG files in ``root/images`` and their XML files in
+    ``root/annotations`` (both "" : side by side in ``root``)."""
+    for sub in (images, annotations):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, objects = shapes_image(seed, i, side=64)
+        image.save(root / images / f"img{i:03d}.jpg", quality=95)
+        (root / annotations / f"img{i:03d}.xml").write_text(_xml(f"img{i:03d}.jpg", 64, 64, objects))
+    return root
+
+
+@pytest.mark.parametrize("layout", [("", ""), ("images", "annotations"), ("JPEGImages", "Annotations")])
+def test_voc_folder_pairs_files_by_name_and_splits_with_a_seed(tmp_path, layout):
+    root = voc_folder(tmp_path / "set", 10, images=layout[0], annotations=layout[1])
+    (root / layout[0] / "lonely.png").write_bytes((root / layout[0] / "img000.jpg").read_bytes())
+    (root / layout[1] / "orphan.xml").write_text(_xml("orphan.jpg", 64, 64, []))
+    train, val = (open_detection_data(f"voc={root}", split) for split in ("train", "val"))
+    every = open_detection_data(f"voc={root}", "trainval")
+    assert len(val) == round(10 * VOC_FOLDER_VAL_FRACTION) and len(train) + len(val) == len(every) == 10
+    names = lambda d: {Path(r.path).name for r in d.records}  # noqa: E731
+    assert names(train) | names(val) == names(every) and not names(train) & names(val)
+    assert names(val) == names(open_detection_data(f"voc={root}", "val"))  # the same split every time
+    # classes: the names in the XML files, sorted; ids 1..K; boxes from 1-based pixels to continuous ones
+    assert every.classes == sorted(SHAPES_CLASSES) and every.category_ids == [1, 2, 3, 4]
+    first = every.records[0]
+    _, objects = shapes_image(5, 0, side=64)
+    assert first.boxes[0].tolist() == [round(objects[0][0]), round(objects[0][1]), round(objects[0][2]),
+                                       round(objects[0][3])]
+    assert every.classes[first.labels[0] - 1] == SHAPES_CLASSES[objects[0][4] - 1]
+    image, target = every[0]
+    assert image.shape == (3, 64, 64) and len(target["boxes"]) == len(objects)
+    # the files without a partner: left out, counted and named
+    assert set(every.left_out) == {f"{root / layout[0] / 'lonely.png'}: no XML annotation of the same name",
+                                   f"{root / layout[1] / 'orphan.xml'}: no image of the same name"}
+    with pytest.raises(DataError, match="the splits train, val .* and trainval, not 'test'"):
+        open_detection_data(f"voc={root}", "test")
+
+
+def test_voc_folder_corrupt_files(tmp_path):
+    root = voc_folder(tmp_path / "set", 6)
+    (root / "img002.xml").write_text("<annotation><size>")
+    (root / "img004.xml").write_text(_xml("img004.jpg", 64, 64, [(5.0, 5.0, 5.0, 20.0, 1)]))  # an empty box
+    with pytest.raises(DataError, match="img002.xml: unreadable VOC annotation"):
+        read_voc_folder(root, "trainval")
+    lenient = read_voc_folder(root, "trainval", skip_bad_images=True)
+    assert len(lenient) == 4 and lenient.skipped == 2
+    assert [line.split(":")[0] for line in lenient.left_out] == [str(root / "img002.xml"), str(root / "img004.xml")]
+    (root / "img001.jpg").write_bytes(b"not a jpeg")  # images are decoded when read: one error naming the file
+    index = [Path(r.path).name for r in lenient.records].index("img001.jpg")
+    with pytest.raises(DataError, match="img001.jpg"):
+        lenient.load(index)
+    assert lenient[index] is None and lenient.skipped == 3  # or skipped and counted
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no image with a Pascal VOC XML file"):
+        read_voc_folder(empty, "val")
+
+
+@pytest.fixture(scope="session")
+def raccoon(shared_dir: Path) -> Path:
+    path = shared_dir / "data" / "raccoon"
+    if not (path / "annotations").is_dir():
+        pytest.skip(f"the raccoon photos are absent from {path}")
+    return path
+
+
+def test_raccoon_photos_in_place(raccoon):
+    """200 real photos in images/ with LabelImg XML files in annotations/: paired by name, split 160/40."""
+    train, val = (open_detection_data(f"voc={raccoon}", split) for split in ("train", "val"))
+    assert (len(train), len(val)) == (160, 40) and train.classes == ["raccoon"] and not train.left_out
+    assert sum(len(r.boxes) for r in train.records + val.records) == 217
+    assert not {r.path for r in train.records} & {r.path for r in val.records}
+    for i in range(len(val)):  # greyscale ones come out RGB, each at the size its XML file says
+        image, target = val[i]
+        assert image.shape[0] == 3 and len(target["boxes"]) >= 1
