@@ -23,6 +23,7 @@ from typing import Any
 from . import paper, runfolder
 from .analysis.plots import Curve, plot_curves
 from .detection.experiments import FULL_COMMANDS as DETECTION_COMMANDS
+from .detection.recipes import DEPARTURES as DETECTION_DEPARTURES
 from .errors import DataError
 from .files import atomic_write_text
 from .registry import model_info
@@ -259,6 +260,22 @@ def _runs_section(root: Path, results: Path) -> tuple[list[str], dict[str, Path]
     return lines + [""], keep
 
 
+def _detection_section() -> list[str]:
+    """Appendix A: what the detection recipes do where the papers do otherwise (from
+    :data:`resnetlab.detection.recipes.DEPARTURES`, the list each recipe's description holds)."""
+    both = [d for d in DETECTION_DEPARTURES["paper_voc"] if d in DETECTION_DEPARTURES["paper_coco"]]
+    lines = ["## Detection (appendix A): where `paper_voc` and `paper_coco` depart from the papers", "",
+             "No VOC or COCO run has been made yet (Tables 7 and 8 need ImageNet weights and a GPU; commands below). "
+             "The recipes (`resnetlab.detection.recipes`) are appendix A's settings, with Faster R-CNN's (Ren et al. "
+             "2015) and its authors' code's (py-faster-rcnn) where appendix A defers to them. Where they depart:",
+             "", "Both recipes:", ""]
+    lines += [f"- {d}" for d in both]
+    for recipe in ("paper_voc", "paper_coco"):
+        lines += ["", f"`{recipe}` only:", ""]
+        lines += [f"- {d}" for d in DETECTION_DEPARTURES[recipe] if d not in both]
+    return lines + [""]
+
+
 def write_report(root: str | os.PathLike | None = None, results: str | os.PathLike = "results") -> Path:
     """Write ``results/REPORT.md`` from ``root`` and copy beside it what it was made from
     (see the module docstring); returns the report's path.
@@ -300,6 +317,7 @@ def write_report(root: str | os.PathLike | None = None, results: str | os.PathLi
     for r in records:
         lines += _section(r, results)
     lines += runs_lines
+    lines += _detection_section()
     if keep:
         weights = results / WEIGHTS_DATASET
         weights.mkdir(parents=True, exist_ok=True)
