@@ -1,11 +1,14 @@
-"""Pre-activation ResNets (He et al. 2016): sizes against the paper, the unit's arrangement, timm's resnetv2.
+"""Pre-activation nets: the ResNets of He et al. 2016 (sizes, the unit's arrangement, timm's resnetv2)
+and the CIFAR Wide ResNets built of the same units (Zagoruyko & Komodakis 2016); their recipes.
 
-The paper's numbers are written here, and the exact counts are derived here from the paper's
-description of the nets, independently of resnetlab's counters.
+The papers' numbers are written here, and the exact counts are derived here from the papers'
+descriptions of the nets, independently of resnetlab's counters.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 
 import pytest
@@ -19,6 +22,8 @@ from resnetlab.models.preact_resnet import (PreActBasicBlock, PreActBottleneck, 
 
 # He et al. 2016, section 5 (CIFAR-10): parameters of the nets it trains, in millions.
 PAPER_PARAMS_M = {"preact_resnet110": 1.7, "preact_resnet164": 1.7, "preact_resnet1001": 10.2}
+# Zagoruyko & Komodakis 2016 (CIFAR): WRN-d-k -> parameters in millions.
+WRN_PARAMS_M = {(28, 10): 36.5, (40, 4): 8.9, (16, 8): 11.0}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -236,3 +241,68 @@ def test_preact_resnet18_differs_from_timms_only_in_the_first_unit():
         assert not torch.allclose(ours(x), theirs(x), rtol=1e-3, atol=1e-3)
         ours.layer1[0].shortcut_preact = False
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("depth, k", sorted(WRN_PARAMS_M))
+def test_wrn_sizes_match_the_paper(depth, k):
+    """WRN-d-k: a 16-filter stem, three groups of N = (d - 4) / 6 pre-activation basic units with
+    16k, 32k and 64k filters, a 1x1 projection where the width changes (all parameters counted)."""
+    model = meta_model(f"wrn_{depth}_{k}")
+    every, _ = cifar_counts((depth - 4) // 6, False, widths=(16 * k, 32 * k, 64 * k))
+    assert sum(p.numel() for p in model.parameters()) == every
+    assert round(every / 1e6, 1) == WRN_PARAMS_M[(depth, k)]
+    assert model_info(f"wrn_{depth}_{k}").family == "wrn"
+
+
+def test_wrn_dropout_between_the_convs_and_bad_depths():
+    model = create_model("wrn", depth=10, widen_factor=2, dropout=0.3)
+    unit = model.layer1[0]
+    assert isinstance(unit.dropout, nn.Dropout) and unit.dropout.p == 0.3
+    assert [name for name, _ in unit.named_children()].index("dropout") == 4  # bn1 relu conv1 bn2 dropout conv2
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))  # training: dropout draws
+        model.eval()
+        assert torch.equal(model(x), model(x))
+    assert isinstance(create_model("wrn_16_8").layer1[0].dropout, nn.Identity)
+    with pytest.raises(ConfigError, match="6N\\+4"):
+        create_model("wrn", depth=28 + 1, widen_factor=10)
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        create_model("wrn_16_8", dropout=1.5)
+
+
+def test_recipes_as_published():
+    from resnetlab.recipes import get_recipe
+    from resnetlab.train.schedule import Schedule
+
+    preact = get_recipe("paper_cifar_preact")
+    # He et al. 2016, appendix: the 2015 CIFAR recipe, lr 0.01 for the first 400 iterations
+    assert (preact.model, preact.batch_size, preact.lr, preact.milestones, preact.iterations) == \
+        ("preact_resnet164", 128, 0.1, (32_000, 48_000), 64_000)
+    assert (preact.weight_decay, preact.momentum, preact.warmup_lr, preact.warmup_lr_iterations) == (1e-4, 0.9, 0.01, 400)
+    lr = Schedule(preact.lr, preact.schedule, preact.iterations, preact.milestones,
+                  warmup_lr_iterations=preact.warmup_lr_iterations).lr
+    assert [lr(s) for s in (0, 399, 400, 31_999)] == [0.01, 0.01, 0.1, 0.1]
+    wrn = get_recipe("wrn_cifar")
+    # Zagoruyko & Komodakis 2016: 200 epochs, lr 0.1 x 0.2 at 60, 120, 160, wd 5e-4, Nesterov 0.9, batch 128
+    assert (wrn.model, wrn.epochs, wrn.lr, wrn.milestones, wrn.gamma) == ("wrn_28_10", 200, 0.1, (60, 120, 160), 0.2)
+    assert (wrn.weight_decay, wrn.nesterov, wrn.momentum, wrn.batch_size) == (5e-4, True, 0.9, 128)
+    with pytest.raises(ConfigError, match="two warm-ups"):
+        dataclasses.replace(preact, warmup_until_train_error=0.8)
+
+
+def test_paper_cifar_preact_trains_on_cifar10(shared_dir, tmp_path):
+    """A few steps of the recipe train on the lossless CIFAR-10 with the 400-step warm-up at 0.01
+    (validating its 5,000 hold-out images would cost 20 s here; README gives a 300-step run that does)."""
+    data = shared_dir / "data" / "cifar10" / "cifar-10-batches-py"
+    if not (data / "data_batch_1").is_file():
+        pytest.skip(f"lossless CIFAR-10 absent: {data}")
+    from resnetlab.train import train_recipe
+
+    short = ["model=cifar_preact_resnet", 'model_kwargs={"depth": 11, "bottleneck": true}', "iterations=4",
+             "milestones=[2]", "batch_size=16", "train_subset=64", "val=none", "eval_every=0", "log_every=2",
+             "device=cpu"]
+    result = train_recipe("paper_cifar_preact", short, data=f"cifar10={data}", out_dir=tmp_path / "run", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["lr"] for line in lines if "lr" in line] == [0.01, 0.01]  # steps 2 and 4: still warming up
+    assert result.step == 4 and result.weights.is_file()
