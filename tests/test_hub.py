@@ -144,7 +144,7 @@ def test_cli_export_hub(tmp_path, capsys):
     assert "absent.safetensors" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet18d"])
 def test_timm_loads_a_v15_resnet_with_the_same_logits(tmp_path, offline, name):
     """timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=...)) on what
     save_pretrained wrote gives resnetlab's logits; nothing is downloaded (connections refused)."""
