@@ -44,14 +44,26 @@ if [ ! -e _data/cifar-10-batches-py ] && [ -f _gpu/data/manifest.json ]; then
   "$PY" -m resnetlab.reproduce.campaign unpack-data _gpu/data
 fi
 
-echo "== 3. training images/s of each model (the engine's step against an eager NCHW loop)"
-models=$("$PY" -c "from resnetlab.reproduce.campaign import STAGES; print(' '.join(m for s in STAGES for m in s))")
-n=$(echo $models | wc -w)
-per=$(awk -v b="$BENCH_S" -v n="$n" 'BEGIN { t = b / n / 8; print (t < 0.05 ? 0.05 : t) }')
-for m in $models; do
-  "$PY" -m resnetlab.cli bench train --model "$m" --device auto --repeats 3 --warmup 1 --min-time "$per" --json \
-    | tee -a "$OUT/bench.jsonl" | "$PY" -c "import json,sys; r=json.loads(sys.stdin.readline()); print(f\"{r['model']:<17} ours {r['img_s']:>9.1f} img/s  eager {r['baseline_img_s']:>9.1f} img/s  {r['speedup']:.2f}x\")"
-done
+echo "== 3. training images/s of each model (the engine's step against an eager NCHW loop), $BENCH_S s in all"
+"$PY" - "$BENCH_S" "$OUT/bench.jsonl" <<'EOF_BENCH'
+import json, sys, time
+from resnetlab.bench import bench_train
+from resnetlab.reproduce.campaign import STAGES
+budget, out = float(sys.argv[1]), sys.argv[2]
+models = [m for stage in STAGES for m in stage]
+start = time.perf_counter()
+with open(out, "a") as f:
+    for i, model in enumerate(models):
+        left = budget - (time.perf_counter() - start)
+        if left <= 0:
+            print(f"{model:<17} not measured: the {budget:.0f} s are spent")
+            continue
+        # 2 loops x (1 warm-up + 3 repeats) of min_time each, the rest of the budget shared by the models left
+        r = bench_train(model, device="auto", repeats=3, warmup=1, min_time=max(0.05, left / (len(models) - i) / 8))
+        f.write(json.dumps(r) + "\n")
+        print(f"{model:<17} ours {r['img_s']:>9.1f} img/s  eager {r['baseline_img_s']:>9.1f} img/s  {r['speedup']:.2f}x",
+              flush=True)
+EOF_BENCH
 
 echo "== 4. advancing every unfinished run"
 "$PY" -m resnetlab.reproduce.campaign start --root "$ROOT" --all-stages "${rehearsal[@]}"

@@ -8,8 +8,8 @@ weights, same batches, same augmentation draws: the weights must agree to float 
 
 The reference runs its model in the engine's memory layout (channels_last, a speed setting): the
 two layouts round differently, and 50 SGD steps at lr 0.1 amplify a 2e-7 difference after one step
-into visibly different weights, which would hide what this test checks. Measured on CPU: in the
-same layout the two loops end with bit-identical weights.
+into visibly different weights, which would hide what this test checks. In the same layout the two
+loops end with bit-identical weights, and the test asks for exactly that.
 """
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ def test_engine_equals_a_plain_pytorch_loop(tmp_path: Path) -> None:
     ours = load_file(tmp_path / "run" / "final.safetensors")
     theirs = plain_loop(cfg)
     assert ours.keys() == theirs.keys()
-    for key in ours:
-        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-6, msg=key)
+    # bit-identical, not close: the engine's speed settings (channels_last, foreach SGD, the CPU
+    # allocator keeping freed memory) may not change the arithmetic of a step
+    differ = [key for key in ours if not torch.equal(ours[key], theirs[key])]
+    assert not differ, f"weights differ in {differ[:5]}"
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train_loss"] for r in records if "train_loss" in r]
     assert losses[-1] < 0.8 * losses[0], losses  # it learns
