@@ -15,7 +15,7 @@ from resnetlab.cli import main
 from resnetlab.data.transforms import normalize
 from resnetlab.errors import ConfigError, DataError
 from resnetlab.evaluate import Member, center_view, crop_views, evaluate, fully_convolutional_scores, probabilities
-from resnetlab.weights import WeightsMeta, save_weights
+from resnetlab.weights import WeightsMeta, load_weights, save_weights
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -133,6 +133,7 @@ def _meta(mean, std, size: int, classes=("a", "b", "c")) -> WeightsMeta:
 
 def test_ensemble_of_one_is_the_model_alone(model, monkeypatch):
     monkeypatch.setattr(ev, "MULTISCALE_SIDES", (24, 32))
+    monkeypatch.setattr(ev, "SMALL_INPUT", 16)  # the mechanics, cheaply (CIFAR-size models are refused multiscale)
     data = Images([(40, 50), (48, 36), (37, 37)])
     for protocol in ("center", "10crop", "multiscale"):
         kwargs = dict(protocol=protocol, batch_size=2, num_workers=0, progress=False)
@@ -225,6 +226,7 @@ def test_vgg_dense_head_is_the_classifier_slid_over_the_feature_map():
 
 def test_multiscale_averages_scales_and_flips(model, monkeypatch):
     monkeypatch.setattr(ev, "MULTISCALE_SIDES", (24, 32))
+    monkeypatch.setattr(ev, "SMALL_INPUT", 16)  # the mechanics, cheaply (CIFAR-size models are refused multiscale)
     data = Images([(30, 40), (40, 30), (30, 40)])
     result = evaluate(model, data, protocol="multiscale", mean=MEAN, std=STD, num_workers=0, progress=False)
     probs = []
@@ -259,6 +261,49 @@ def test_multiscale_refuses_heads_that_are_not_fully_convolutional():
     with pytest.raises(ConfigError, match="cannot run fully-convolutionally"):
         evaluate(_FlattenHead(), Images([(32, 32)]), protocol="multiscale", mean=MEAN, std=STD,
                  num_workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def alexnet() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("alexnet", num_classes=3).eval()
+
+
+@pytest.mark.parametrize("size", [(224, 224), (256, 320), (32, 32)])
+def test_alexnet_multiscale_is_refused_at_every_image_size(alexnet, size):
+    """The refusal was a traceback on other sizes than 224 ('mat1 and mat2 shapes', 'Output size is too small')."""
+    with pytest.raises(ConfigError, match="alexnet: its head is not global average pooling"):
+        evaluate(alexnet, Images([size]), protocol="multiscale", mean=MEAN, std=STD, num_workers=0, progress=False)
+
+
+def test_full_refuses_images_the_model_cannot_take(alexnet, model, capsys):
+    with pytest.raises(ConfigError, match=r"alexnet cannot take the data's 320x256 images as they are .*--protocol center"):
+        evaluate(alexnet, Images([(256, 320)]), protocol="full", mean=MEAN, std=STD, num_workers=0, progress=False)
+    result = evaluate(alexnet, Images([(256, 320)] * 2), protocol="center", mean=MEAN, std=STD, num_workers=0,
+                      progress=False)
+    assert result["n"] == 2
+    evaluate(model, Images([(40, 48)]), protocol="full", mean=MEAN, std=STD, num_workers=0, progress=False)
+    assert "cifar_resnet20 takes 32x32 images and protocol full feeds the data's 48x40 images" in capsys.readouterr().err
+
+
+def test_cifar_size_models_are_refused_multiscale_and_default_to_full(model, tmp_path):
+    """`resnetlab eval CIFAR_WEIGHTS --protocol multiscale` ran 550 s and reported 12 % top-1 against 86 % with full:
+    the ImageNet scales are refused for a CIFAR-size model, before any image is read."""
+    weights = tmp_path / "c20.safetensors"
+    save_weights(model, weights, mean=list(MEAN), std=list(STD), classes=["a", "b", "c"], input_size=(3, 32, 32))
+    with pytest.raises(ConfigError, match="cifar_resnet20 takes 32x32 images: protocol multiscale is the ImageNet "
+                                          r"test .*use --protocol full"):
+        evaluate(model, Images([(32, 32)]), protocol="multiscale", mean=MEAN, std=STD)
+    with pytest.raises(ConfigError, match="protocol multiscale is the ImageNet test"):
+        ev.run_eval(str(weights), "no_such_data=/nowhere", protocol="multiscale", device="cpu")  # before the data
+    # the README's evaluate(model, data): normalization, input size and default protocol from the weights file
+    loaded, _ = load_weights(weights)
+    data = Images([(32, 32)] * 4)
+    result = evaluate(loaded, data, num_workers=0, progress=False)
+    explicit = evaluate(model, data, protocol="full", mean=MEAN, std=STD, num_workers=0, progress=False)
+    assert result["protocol"] == "full" and result["correct"] == explicit["correct"]
+    with pytest.raises(ConfigError, match="needs the model's input normalization"):
+        evaluate(create_model("cifar_resnet20"), data)
 
 
 def test_bad_arguments(model):

@@ -14,6 +14,16 @@ Scores are softmax probabilities; views of one image are averaged.  Crop sizes f
 weights' input size (224 on ImageNet): the resize side is ``crop * 256 / 224`` (the crop side
 itself for CIFAR-size models).
 
+Which protocol fits which model (:func:`check_protocol`, decided from the model before any image
+is read): ``center`` and ``10crop`` fit every model (a CIFAR-size model's crops are cut from the
+image resized to its own side: on 32x32 images ``10crop`` is the image and its flip); ``full``
+needs a model that takes the data's images at their own size (AlexNet's fc6 takes only its
+224x224 input; a CIFAR-size model fed images of another size is warned about); ``multiscale``
+is the ImageNet test, refused for CIFAR-size models (input side <= 64), which the paper tests
+on "the single view of the original 32x32 image" only (upscaled to 224-640 pixels, a CIFAR
+ResNet that scores 86 % top-1 with ``full`` answered 12 %), and for a head that cannot run
+fully-convolutionally (AlexNet's, whatever the image size).
+
 Ensembles (the paper's 3.57 % top-5 on ImageNet came from six models, section 3.4): each model
 gets the views of its own input size and normalization, its probabilities are averaged over
 its views, then the models' probabilities are averaged.  A single model is an ensemble of one:
@@ -39,7 +49,7 @@ from tqdm import tqdm
 
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .data import open_dataset
-from .data.transforms import center_view, normalize, resize_side
+from .data.transforms import SMALL_INPUT, center_view, normalize, resize_side
 from .device import resolve_device
 from .errors import ConfigError, DataError
 from .machine import choose_threads
@@ -47,7 +57,7 @@ from .registry import create_model, model_info
 from .weights import WeightsMeta, load_weights
 
 __all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "Member", "evaluate", "probabilities", "check_same_classes", "center_view", "crop_views",
-           "resize_side", "dense_head", "fully_convolutional_scores", "write_report", "default_protocol",
+           "resize_side", "dense_head", "fully_convolutional_scores", "write_report", "default_protocol", "check_protocol",
            "load_model_or_weights", "run_eval"]
 
 PROTOCOLS = ("full", "center", "10crop", "multiscale")
@@ -78,6 +88,11 @@ class Member:
     def crop(self) -> int:
         """Side of the square test crop."""
         return int(self.input_size[-1]) if self.input_size is not None else 224
+
+    @property
+    def name(self) -> str:
+        """The model's registered name, for messages."""
+        return getattr(self.model, "resnetlab_name", type(self.model).__name__)
 
 
 class _Views(Dataset):
@@ -179,6 +194,42 @@ def fully_convolutional_scores(
     return head(features).mean(dim=(2, 3))
 
 
+def check_protocol(protocol: str, member: Member, device: torch.device | str = "cpu",
+                   image_size: Sequence[int] | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Refuse a protocol that does not fit the model, with the reason (see the module docstring);
+    for ``multiscale``, return the model's fully-convolutional head (:func:`dense_head`).
+
+    Decided from the model and its input size alone, whatever the images are; with ``image_size``
+    (H, W of the data's images) ``full`` also checks that the model takes images of that size
+    (and warns on stderr when a CIFAR-size model gets images of another size than its own).
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    crop = member.crop
+    if protocol == "multiscale" and crop <= SMALL_INPUT:
+        raise ConfigError(f"{member.name} takes {crop}x{crop} images: protocol multiscale is the ImageNet test (the "
+                          f"whole image at shorter sides {', '.join(map(str, MULTISCALE_SIDES))}, section 3.4), while a "
+                          "CIFAR-size model is tested on the single view of its image (section 4.2); use --protocol "
+                          "full")
+    channels = int(member.input_size[0]) if member.input_size is not None else 3
+    if protocol == "multiscale":
+        probe = torch.randn(1, channels, crop, crop, generator=torch.Generator().manual_seed(0)).to(device)
+        return dense_head(member.model, member.model.forward_features(probe))
+    if protocol == "full" and image_size is not None and tuple(image_size) != (crop, crop):
+        if crop <= SMALL_INPUT:
+            print(f"resnetlab: warning: {member.name} takes {crop}x{crop} images and protocol full feeds the data's "
+                  f"{image_size[1]}x{image_size[0]} images as they are; --protocol center resizes them to {crop}",
+                  file=sys.stderr)
+        try:
+            member.model(torch.zeros(1, channels, *image_size, device=device))
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"{member.name} cannot take the data's {image_size[1]}x{image_size[0]} images as they "
+                              f"are (protocol full; its input is {crop}x{crop}: {reason}); use --protocol center"
+                              ) from None
+    return None
+
+
 def _chunks(n: int, pixels: int, batch_size: int) -> Iterator[slice]:
     """Slices of ``n`` images of ``pixels`` each, keeping a pass near ``batch_size`` 224x224 images."""
     step = max(1, int(batch_size * _PIXELS_PER_IMAGE // max(pixels, 1)))
@@ -262,8 +313,6 @@ def probabilities(
     ensemble, and with one member the model alone.  ``dataset`` yields ``(uint8 C x H x W,
     target)``.
     """
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     if not members:
@@ -271,21 +320,21 @@ def probabilities(
     device = torch.device(device)
     for member in members:
         member.model.to(device).eval()
+    heads = [check_protocol(protocol, member, device) for member in members]
+    checked_size = protocol != "full"
     crops = sorted({member.crop for member in members}) if protocol in ("center", "10crop") else [0]
     slot = [crops.index(member.crop) if protocol in ("center", "10crop") else 0 for member in members]
     if num_workers is None:
         in_memory = isinstance(getattr(dataset, "images", None), torch.Tensor)
         num_workers = 0 if in_memory else min(4, os.cpu_count() or 1)
-    heads: list[Callable[[torch.Tensor], torch.Tensor] | None] = [None] * len(members)
     for inputs, targets in _batches(dataset, protocol, crops, batch_size, num_workers):
         total: torch.Tensor | None = None
+        if not checked_size:  # full: the models take the images at their own size
+            for member in members:
+                check_protocol(protocol, member, device, tuple(inputs[0][0].shape[-2:]))
+            checked_size = True
         for i, member in enumerate(members):
             images = inputs[slot[i]]
-            if protocol == "multiscale" and heads[i] is None:
-                size = images[0].shape[-2:]
-                probe = normalize(images[0][None].to(device), _mean_std_for(member.mean, size),
-                                  _mean_std_for(member.std, size))
-                heads[i] = dense_head(member.model, member.model.forward_features(probe))
             try:
                 probs = _probabilities(member, images, protocol, batch_size, device, heads[i]).cpu()
             except RuntimeError as exc:
@@ -304,7 +353,7 @@ def evaluate(
     dataset: Dataset | None = None,
     *,
     models: Sequence[tuple[nn.Module, WeightsMeta]] | None = None,
-    protocol: str = "center",
+    protocol: str | None = None,
     mean: Sequence | None = None,
     std: Sequence | None = None,
     input_size: Sequence[int] | None = None,
@@ -316,11 +365,15 @@ def evaluate(
     classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5 accuracy and error of ``model``, or of the ensemble ``models``, on ``dataset``
-    under ``protocol``.
+    under ``protocol`` (default: :func:`default_protocol` of the models' input size, as
+    ``resnetlab eval`` chooses: ``full`` for CIFAR-size models, ``center`` for the others).
 
-    ``evaluate(model, dataset, mean=..., std=..., input_size=...)``: one model; ``mean``/``std``
-    on the [0, 1] scale (per channel or per pixel), ``input_size`` (C, H, W) sets the crop side
-    of ``center`` and ``10crop`` (default 224).  ``evaluate(models=[(model, meta), ...],
+    ``evaluate(model, dataset)``: one model; its input normalization and size come from the
+    weights' metadata that :func:`~resnetlab.weights.load_weights` and
+    :func:`~resnetlab.hub.from_pretrained` attach to it (``model.pretrained_meta``), else they are
+    given: ``mean``/``std`` on the [0, 1] scale (per channel or per pixel), ``input_size``
+    (C, H, W; default: the registered model's) sets the crop side of ``center`` and ``10crop``.
+    ``evaluate(models=[(model, meta), ...],
     dataset=...)``: an ensemble of ``(model, WeightsMeta)`` pairs as :func:`load_weights`
     returns them, each model fed with its own metadata's mean, std and input size (so these
     three arguments are refused); their class lists must agree.  Probabilities are averaged as
@@ -341,11 +394,24 @@ def evaluate(
         members = [Member(m, meta.mean, meta.std, meta.input_size) for m, meta in models]
         classes = classes if classes is not None else models[0][1].classes
     else:
+        meta = getattr(model, "pretrained_meta", None)
+        mean = mean if mean is not None else getattr(meta, "mean", None)
+        std = std if std is not None else getattr(meta, "std", None)
         if mean is None or std is None:
-            raise ConfigError("evaluate(model, ...) needs the model's input normalization: mean and std")
+            raise ConfigError("evaluate(model, ...) needs the model's input normalization: a model from "
+                              "load_weights or from_pretrained carries it, else pass mean and std")
+        if input_size is None:
+            name = getattr(model, "resnetlab_name", None)
+            input_size = meta.input_size if meta is not None else model_info(name).input_size if name else None
         members = [Member(model, mean, std, input_size)]
     if dataset is None:
         raise ConfigError("evaluate: no data set given")
+    if protocol is None:
+        defaults = sorted({default_protocol((3, member.crop, member.crop)) for member in members})
+        if len(defaults) > 1:
+            raise ConfigError(f"the models' default protocols differ ({' and '.join(defaults)}); choose one "
+                              "with --protocol")
+        protocol = defaults[0]
     n_total = len(dataset)  # type: ignore[arg-type]
     if n_total == 0:
         raise DataError("the data set is empty")
@@ -426,7 +492,7 @@ def write_report(out_dir: str | os.PathLike, confusion: torch.Tensor, classes: S
 def default_protocol(input_size: Sequence[int]) -> str:
     """``full`` for small-image models (CIFAR, digits: "the single view of the original 32x32
     image", section 4.2), ``center`` for ImageNet-size ones."""
-    return "full" if input_size[-1] <= 64 else "center"
+    return "full" if input_size[-1] <= SMALL_INPUT else "center"
 
 
 def load_model_or_weights(target: str, device: str = "cpu") -> tuple[nn.Module, WeightsMeta, bool]:
@@ -477,12 +543,9 @@ def run_eval(
         if not pretrained:
             print(f"resnetlab: note: {name!r} is a model name, not a weights file: evaluating random weights",
                   file=sys.stderr)
-    if protocol is None:
-        defaults = sorted({default_protocol(meta.input_size) for meta in metas})
-        if len(defaults) > 1:
-            raise ConfigError(f"the models' default protocols differ ({' and '.join(defaults)}); choose one "
-                              "with --protocol")
-        protocol = defaults[0]
+    if protocol is not None:  # refused before any image is read
+        for model, m, _ in loaded:
+            check_protocol(protocol, Member(model, m.mean, m.std, m.input_size), device)
     meta = metas[0]
     dataset = open_dataset(data, split)
     if len(dataset.classes) > len(meta.classes):

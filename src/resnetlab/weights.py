@@ -283,7 +283,9 @@ def load_weights(
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
 ) -> tuple[nn.Module, WeightsMeta]:
-    """Load the weights file ``path``; returns ``(model, meta)`` with the model in eval mode.
+    """Load the weights file ``path``; returns ``(model, meta)`` with the model in eval mode and
+    ``meta`` also riding on it as ``model.pretrained_meta`` (as :func:`resnetlab.from_pretrained`
+    leaves it), so that :func:`resnetlab.evaluate.evaluate` finds its normalization and input size.
 
     Without ``model`` the architecture is rebuilt from the metadata.  With ``model`` the
     file is loaded into it, and a different architecture is refused naming the tensors.
@@ -307,4 +309,5 @@ def load_weights(
     model.load_state_dict(state, strict=True)
     if features_only:
         model = FeatureNet(model, out_indices)
+    model.pretrained_meta = meta
     return model.to(map_location).eval(), meta

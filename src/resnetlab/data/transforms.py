@@ -20,6 +20,7 @@ from ..errors import DataError
 
 __all__ = [
     "RESIZE_RATIO",
+    "SMALL_INPUT",
     "normalize",
     "resize_side",
     "center_view",
@@ -35,6 +36,9 @@ __all__ = [
 #: resize side : crop side of the single- and 10-crop tests, and of AlexNet's 256x256 training
 #: images: 256 : 224 (section 3.4; Krizhevsky et al. 2012, section 2)
 RESIZE_RATIO = 256 / 224
+#: the largest input side of a small-image model (CIFAR, digits): trained and tested on whole
+#: images, "the single view of the original 32x32 image" (section 4.2), never resized and cropped
+SMALL_INPUT = 64
 #: the shorter side of the paper's scale augmentation, [256, 480] for 224 crops (section 3.4)
 SCALE_RANGE = (256, 480)
 
@@ -63,7 +67,7 @@ def normalize(x: torch.Tensor, mean: Sequence | torch.Tensor, std: Sequence | to
 def resize_side(crop: int) -> int:
     """Shorter side an image is resized to before cropping ``crop``: 256 for 224 (section 3.4);
     small-image models (CIFAR-size, trained on whole images) crop nothing away."""
-    return round(crop * RESIZE_RATIO) if crop > 64 else crop
+    return round(crop * RESIZE_RATIO) if crop > SMALL_INPUT else crop
 
 
 def center_view(image: torch.Tensor, crop: int) -> torch.Tensor:
