@@ -105,3 +105,27 @@ def test_raccoon_photos_in_place(raccoon):
     for i in range(len(val)):  # greyscale ones come out RGB, each at the size its XML file says
         image, target = val[i]
         assert image.shape[0] == 3 and len(target["boxes"]) >= 1
+
+
+def test_train_eval_score_on_a_voc_folder(tmp_path, capsys):
+    """A VOC-XML folder through detect train -> eval --save-dets -> score: VOC07 mAP on both sides, the
+    ground truth written beside the detections (a VOC folder has no instances file)."""
+    from test_detection import TINY  # the tiny detector of the detection tests
+
+    root = voc_folder(tmp_path / "set", 10)
+    run = tmp_path / "run"
+    assert main(["detect", "train", "shapes_demo", *TINY, "batch_size=2", "iterations=2", "milestones=[]",
+                 "warmup_iterations=0", "log_every=1", "checkpoint_every=2", "--data", f"voc={root}",
+                 "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"] == f"voc={root}" and config["provenance"]["departures"] == []  # shapes_demo is ours
+    capsys.readouterr()
+    dets = tmp_path / "dets.json"
+    assert main(["detect", "eval", str(run / "final.safetensors"), "--data", f"voc={root}", "--save-dets", str(dets),
+                 "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["n_images"] == 2 and "voc07_map" in evaluated and evaluated["gt"] == str(tmp_path / "dets.gt.json")
+    scored = score_files(evaluated["gt"], dets)
+    assert {k: scored[k] for k in ("map", "map50", "map75", "voc07_map")} == \
+        {k: evaluated[k] for k in ("map", "map50", "map75", "voc07_map")}
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2

@@ -1,13 +1,14 @@
-"""``resnetlab detect train|eval|predict|export``: parses, calls :mod:`resnetlab.detection.engine`, prints.
+"""``resnetlab detect train|eval|predict|export|score``: parses, calls :mod:`resnetlab.detection.engine`, prints.
 
 As :mod:`resnetlab.cli`: the parsers are plain data and the library is reached as attributes of the
 package (``resnetlab.detection.engine``), loaded when a command runs.
 
 ```
 resnetlab detect train RECIPE [key=value ...] --data coco=PATH|voc=PATH|shapes --out DIR [--resume]
-resnetlab detect eval WEIGHTS --data coco=PATH|voc=PATH|shapes [--split val|test] [--json]
+resnetlab detect eval WEIGHTS --data coco=PATH|voc=PATH|shapes [--split val|test] [--save-dets RESULTS.json] [--json]
 resnetlab detect predict WEIGHTS IMAGE... [--out DIR] [--score-threshold S] [--json]
 resnetlab detect export WEIGHTS --format torchscript|onnx -o OUT
+resnetlab detect score --gt INSTANCES.json --dets RESULTS.json [--json]
 ```
 """
 
@@ -25,13 +26,14 @@ from .recipes import DETECT_RECIPES
 
 __all__ = ["add_detect"]
 
-DATA_HELP = "coco=PATH (annotations/instances_{train,val}.json + images), voc=PATH (VOC layout) or shapes (synthetic)"
+DATA_HELP = ("coco=PATH (annotations/instances_{train,val}.json + images), voc=PATH (a VOCdevkit, or any folder of "
+             "images and Pascal VOC XML files) or shapes (synthetic)")
 
 
 def add_detect(sub: Any) -> None:
     """Add ``detect`` and its subcommands to the ``resnetlab`` subparsers ``sub``."""
     detect = sub.add_parser("detect", help="object detection: Faster R-CNN with ResNet backbones (paper appendix A)")
-    inner = detect.add_subparsers(dest="detect_command", required=True, metavar="train|eval|predict|export")
+    inner = detect.add_subparsers(dest="detect_command", required=True, metavar="train|eval|predict|export|score")
 
     p = inner.add_parser("train", help=f"train a detection recipe ({', '.join(DETECT_RECIPES)})")
     p.add_argument("recipe")
@@ -47,6 +49,8 @@ def add_detect(sub: Any) -> None:
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="val", help="val (default), test, train, or any split the data has")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0: all)")
+    p.add_argument("--save-dets", default=None, metavar="RESULTS.json",
+                   help="also write the detections as a COCO results file (the data set's own ids), for detect score")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     add_run_options(p)
     p.set_defaults(func=cmd_detect_eval)
@@ -66,6 +70,13 @@ def add_detect(sub: Any) -> None:
     p.add_argument("-o", "--out", required=True)
     p.set_defaults(func=cmd_detect_export)
 
+    p = inner.add_parser("score", help="COCO mAP (pycocotools) and VOC07 mAP of saved COCO-format detections, no model")
+    p.add_argument("--gt", required=True, metavar="INSTANCES.json", help="the ground truth: a COCO instances file")
+    p.add_argument("--dets", required=True, metavar="RESULTS.json",
+                   help="the detections: a COCO results file ([{image_id, category_id, bbox [x, y, w, h], score}])")
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    p.set_defaults(func=cmd_detect_score)
+
 
 def cmd_detect_train(args: argparse.Namespace) -> None:
     result = resnetlab.detection.engine.train_detector(args.recipe, args.overrides, data=args.data, out_dir=args.out,
@@ -84,15 +95,19 @@ def cmd_detect_train(args: argparse.Namespace) -> None:
 
 def cmd_detect_eval(args: argparse.Namespace) -> None:
     result = resnetlab.detection.engine.run_detect_eval(args.weights, args.data, split=args.split,
-                                                        device=args.device or "auto", limit=args.limit)
+                                                        device=args.device or "auto", limit=args.limit,
+                                                        save_dets=args.save_dets)
     if not args.json:
-        line = (f"{result['model']} on {result['dataset']}/{result['split']} ({result['n_images']} images): "
-                f"mAP {100 * result['map']:.2f} %, mAP@.5 {100 * result['map50']:.2f} %, "
-                f"mAP@.75 {100 * result['map75']:.2f} %")
-        if "voc07_map" in result:
-            line += f", VOC07 mAP {100 * result['voc07_map']:.2f} %"
-        print(line)
+        print(f"{result['model']} on {result['dataset']}/{result['split']} ({result['n_images']} images): "
+              + _scores(result) + (f"; detections in {result['dets']} (ground truth {result['gt']})"
+                                   if "dets" in result else ""))
     print(json.dumps(result))
+
+
+def _scores(result: dict[str, Any]) -> str:
+    line = (f"mAP {100 * result['map']:.2f} %, mAP@.5 {100 * result['map50']:.2f} %, "
+            f"mAP@.75 {100 * result['map75']:.2f} %")
+    return line + (f", VOC07 mAP {100 * result['voc07_map']:.2f} %" if "voc07_map" in result else "")
 
 
 def cmd_detect_predict(args: argparse.Namespace) -> None:
@@ -103,8 +118,8 @@ def cmd_detect_predict(args: argparse.Namespace) -> None:
             print(json.dumps(result))
             continue
         print(f"{result['image']}: {len(result['boxes'])} objects" + (f" -> {result['drawn']}" if "drawn" in result else ""))
-        for box, name, score in zip(result["boxes"], result["labels"], result["scores"]):
-            print(f"  {100 * score:6.2f} %  {name:16s} [{', '.join(f'{v:.1f}' for v in box)}]")
+        for box, label, name, score in zip(result["boxes"], result["labels"], result["names"], result["scores"]):
+            print(f"  {100 * score:6.2f} %  {name:16s} (id {label}) [{', '.join(f'{v:.1f}' for v in box)}]")
     sys.stdout.flush()
 
 
@@ -113,3 +128,11 @@ def cmd_detect_export(args: argparse.Namespace) -> None:
     check = ("no detections on the check image to compare" if result["max_abs_diff"] is None else
              f"max |box diff| vs PyTorch {result['max_abs_diff']:.2e} over {result['n_boxes']} boxes")
     print(f"{result['out']}: {result['model']} as {result['format']}, {check}")
+
+
+def cmd_detect_score(args: argparse.Namespace) -> None:
+    result = resnetlab.detection.metrics.score_files(args.gt, args.dets)
+    if not args.json:
+        print(f"{result['dets']} against {result['gt']} ({result['n_images']} images, {result['n_detections']} "
+              f"detections): " + _scores(result))
+    print(json.dumps(result))
