@@ -126,7 +126,7 @@ def test_a_finished_run_becomes_weights_and_leaves_no_checkpoint(tmp_path, monke
     started = []
     monkeypatch.setattr(Campaign, "start", lambda self, device="auto", all_stages=False: started.append(device))
     runs = Campaign(tmp_path / "root", rehearsal=6)
-    assert runs.train("cifar_resnet20", device="cpu")
+    assert runs.train("cifar_resnet20", device="cpu", then_start=True)
     run = tmp_path / "root" / "cifar_resnet20"
     assert (run / runfolder.FINAL).is_file() and not (run / runfolder.CHECKPOINT).exists()
     assert (tmp_path / "root" / "weights" / "cifar_resnet20.safetensors").read_bytes() == \

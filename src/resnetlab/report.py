@@ -155,8 +155,9 @@ def _section(record: dict[str, Any], results: Path) -> list[str]:
     notes = list(DIFFERENCES.get(name, []))
     if dataset:
         lossless = "cifar-10-batches-py" in str(record.get("data", ""))
-        notes.append(DATA_NOTES.get(dataset if dataset != "cifar10" or lossless else "cifar10-jpeg", f"Data: **{dataset}**, not CIFAR-10: a smoke run of the experiment's "
-                                             "code; its numbers are not a reproduction of the paper."))
+        key = dataset if dataset != "cifar10" or lossless else "cifar10-jpeg"
+        notes.append(DATA_NOTES.get(key, f"Data: **{dataset}**, not CIFAR-10: a smoke run of the experiment's "
+                                     "code; its numbers are not a reproduction of the paper."))
     lines += [f"- {d}" for d in notes] + [""]
     return lines
 
@@ -182,7 +183,8 @@ def _campaign_section(root: Path) -> list[str]:
         "error every 1,000 iterations, as Figure 6 draws it: it is watched, and nothing (no step, no weights) is "
         "chosen by it; the weights are those after the 64k-th iteration. Schedule studies keep the 45k/5k "
         "split (`paper_cifar`).", "",
-        "| stage | run | params (paper) | state | paper: test error % | ours: test error % at 64k | machines (CPU capability) | training time |",
+        "| stage | run | params (paper) | state | paper: test error % | ours: test error % at 64k "
+        "| machines (CPU capability) | training time |",
         "|---|---|---|---|---|---|---|---|",
     ]
     runs_of = campaign.Campaign(root)

@@ -92,7 +92,8 @@ def ensure_data(source: Path | None = None) -> Path:
         source = Path(source or SHARED_DATA)
         if not source.is_dir():
             raise DataError(f"the lossless CIFAR-10 is neither at {DATA_DIR} nor at {source}: put "
-                            "cifar-10-batches-py there (../shared/data/cifar10), or unpack-data on a machine without it")
+                            "cifar-10-batches-py there (../shared/data/cifar10), or unpack-data on a machine "
+                            "without it")
         DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
         DATA_DIR.symlink_to(source.resolve(), target_is_directory=True)
     for name, want in SHA256.items():
@@ -294,6 +295,8 @@ class Campaign:
                        "--device", device]
             if self.rehearsal is not None:
                 command += ["--rehearsal", str(self.rehearsal)]
+            if not all_stages:  # every run already started otherwise: none may be restarted after a stop
+                command.append("--then-start")
             with open(self.root / f"{model}.log", "a") as log:
                 # the command line names the root (results/campaign): the stop hook finds these processes by it
                 subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -308,12 +311,12 @@ class Campaign:
         (run / runfolder.CHECKPOINT).unlink(missing_ok=True)
         return target
 
-    def train(self, model: str, device: str = "auto") -> bool:
+    def train(self, model: str, device: str = "auto", then_start: bool = False) -> bool:
         """Train (or resume) ``model``'s run to its end in this process; True when it finished (then
-        harvested, and the next stage started if this run ended the current one). A resume appends
-        the machine to ``segments.jsonl``: a resumed run is bit-identical to an uninterrupted one only
-        on machines of the same arithmetic (CPU vector capability, GPU), so it is recorded. On a GPU
-        the numerics stay fp32 (TF32 off), as on a CPU."""
+        harvested; with ``then_start``, the next stage started if this run ended the current one). A
+        resume appends the machine to ``segments.jsonl``: a resumed run is bit-identical to an
+        uninterrupted one only on machines of the same arithmetic (CPU vector capability, GPU), so it
+        is recorded. On a GPU the numerics stay fp32 (TF32 off), as on a CPU."""
         ensure_data()
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         if device.startswith("cuda"):
@@ -335,7 +338,8 @@ class Campaign:
             return False
         weights = self.harvest(model, WEIGHTS_DIR if self.rehearsal is None else self.root / "weights")
         print(f"campaign: {model} finished; weights in {weights}", flush=True)
-        self.start(device)
+        if then_start:
+            self.start(device)
         return True
 
 
@@ -361,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--all-stages", action="store_true", help="every unfinished run at once (a GPU)")
         if name == "train":
             p.add_argument("model", choices=[m for models in STAGES for m in models])
+            p.add_argument("--then-start", action="store_true", help="when it ends, start the current stage's runs")
     args = parser.parse_args(argv)
     try:
         if args.command == "pack-data":
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                   "campaign: nothing to start (every run of the stage is running or finished)")
             print(campaign.format_status())
         else:
-            campaign.train(args.model, args.device)
+            campaign.train(args.model, args.device, args.then_start)
     except ResnetlabError as exc:
         print(f"campaign: {exc}", file=sys.stderr)
         return 2
