@@ -28,7 +28,8 @@ def test_other_recipes() -> None:
     densenet = get_recipe("densenet_cifar")
     assert densenet.nesterov and densenet.milestones == (150, 225) and densenet.epochs == 300
     assert get_recipe("demo").data == "digits"
-    assert set(RECIPES) == {"paper_cifar", "paper_imagenet", "alexnet_imagenet", "densenet_cifar", "demo"}
+    assert set(RECIPES) == {"paper_cifar", "paper_cifar_50k", "paper_imagenet", "alexnet_imagenet", "densenet_cifar",
+                            "paper_cifar_preact", "wrn_cifar", "demo"}
 
 
 def test_overrides_are_typed() -> None:
