@@ -23,12 +23,17 @@ def shared_dir() -> Path:
     return SHARED
 
 
+def shared_folder(shared_dir: Path, relative: str, marker: str, what: str) -> Path:
+    """``shared_dir / relative``, read in place; skips naming ``what`` when its ``marker`` file is absent."""
+    path = shared_dir / relative
+    if not (path / marker).exists():
+        pytest.skip(f"{what} absent from {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def akamaster_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "weights" / "cifar10-akamaster"
-    if not (path / "resnet20-12fca82f.th").is_file():
-        pytest.skip(f"akamaster checkpoints absent from {path}")
-    return path
+    return shared_folder(shared_dir, "weights/cifar10-akamaster", "resnet20-12fca82f.th", "akamaster checkpoints")
 
 
 @pytest.fixture(scope="session")

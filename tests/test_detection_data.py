@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import shared_folder
 from resnetlab.cli import main
 from resnetlab.detection.data import (SHAPES_CLASSES, VOC_FOLDER_VAL_FRACTION, open_detection_data, read_voc_folder,
                                       shapes_image)
@@ -90,10 +91,7 @@ def test_voc_folder_corrupt_files(tmp_path):
 
 @pytest.fixture(scope="session")
 def raccoon(shared_dir: Path) -> Path:
-    path = shared_dir / "data" / "raccoon"
-    if not (path / "annotations").is_dir():
-        pytest.skip(f"the raccoon photos are absent from {path}")
-    return path
+    return shared_folder(shared_dir, "data/raccoon", "annotations", "the raccoon photos")
 
 
 def test_raccoon_photos_in_place(raccoon):

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 
+from conftest import shared_folder
 from resnetlab import create_model
 from resnetlab.cli import main
 from resnetlab.errors import WeightsError
@@ -58,10 +59,7 @@ def test_wrong_depth_refused_and_class_count_kept(tmp_path):
 @pytest.fixture(scope="module")
 def cifar10_test_batch(shared_dir: Path) -> Path:
     """The lossless CIFAR-10 of ../shared (python batches), read in place."""
-    path = shared_dir / "data" / "cifar10" / "cifar-10-batches-py"
-    if not (path / "test_batch").is_file():
-        pytest.skip(f"the lossless CIFAR-10 is absent from {path}")
-    return path
+    return shared_folder(shared_dir, "data/cifar10/cifar-10-batches-py", "test_batch", "the lossless CIFAR-10")
 
 
 @pytest.mark.parametrize("name", ["resnet20-12fca82f.th", "resnet56-4bfd9763.th"])
