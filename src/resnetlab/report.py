@@ -215,7 +215,7 @@ def _campaign_section(root: Path) -> list[str]:
                      f"{'; '.join(status['machines'])} | {wall} |")
     note = ("in progress: " + ", ".join(unfinished) + " of 64,000") if unfinished else None
     plot_curves({k: v for k, v in curves.items() if v}, root / "fig6.png", note=note, held_out="test",
-                paper=marks, title="CIFAR-10, full recipe, 50k training images (He et al. 2015, Fig. 6)")
+                paper=marks, length=max(runs_of.config(m).iterations for _, m in runs), title="CIFAR-10, full recipe, 50k training images (He et al. 2015, Fig. 6)")
     lines += [
         "", f"![Figure 6 from the campaign](campaign/fig6.png)", "",
         "Bold: test error (10k `test_batch`), dashed: training error (the running mean over the last 100 "

@@ -75,17 +75,20 @@ def plot_curves(
     title: str = "Training curves (He et al. 2015, Fig. 6)",
     held_out: str = "validation",
     paper: Mapping[str, tuple[int, float]] | None = None,
+    length: int | None = None,
 ) -> Path:
     """Fig. 6: one panel per entry of ``panels`` (e.g. ``{"plain": [...], "ResNet": [...]}``),
     side by side with a shared y axis.  Dashed thin lines are training error, bold lines the
     ``held_out`` error (validation or test), one colour per run; ``paper`` maps a curve's label
-    to the paper's ``(iteration, error)``, drawn as a hollow circle in the curve's colour.  The
+    to the paper's ``(iteration, error)``, drawn as a hollow circle in the curve's colour; the x
+    axis spans ``length`` iterations (default: the longest curve) in every panel.  The
     paper's axes (0-20 %) are kept unless a measured error lies above them, then the axis grows
     to show it (shortened runs)."""
     paper = paper or {}
     worst = max((max(c.val_err + c.train_err, default=0.0) for cs in panels.values() for c in cs), default=0.0)
     ymax = PAPER_FIG6_YMAX if worst * 100 <= PAPER_FIG6_YMAX else min(100.0, 10 * (int(worst * 10) + 1))
-    last = max((max(c.train_iters + c.val_iters, default=0) for cs in panels.values() for c in cs), default=0)
+    last = length or max((max(c.train_iters + c.val_iters, default=0) for cs in panels.values() for c in cs),
+                         default=0)
     unit = 1e4 if last >= 1e4 else 1.0  # the paper's "iter. (1e4)"; plain iterations for short runs
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items()):
@@ -100,12 +103,12 @@ def plot_curves(
         ax.set_title(name)
         ax.set_xlabel("iter. (1e4)" if unit == 1e4 else "iter.")
         ax.set_ylim(0, ymax)
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, last / unit * 1.02 if length else None)
         ax.grid(alpha=0.3)
         if any(c.val_iters for c in curves):  # the labels sit on the validation lines
             ax.legend(loc="upper right", fontsize=8)
-    circles = ", circles: the paper's" if paper else ""
-    axes[0][0].set_ylabel(f"error (%)  [dashed: training, bold: {held_out}{circles}]")
+    circles = ", o: paper" if paper else ""
+    axes[0][0].set_ylabel(f"error (%)  [dashed: train, bold: {held_out}{circles}]", fontsize=9)
     return _save(fig, path, note, title)
 
 
