@@ -171,6 +171,15 @@ def test_coco_reader_and_bad_files(tiny_coco, tmp_path):
         read_coco(root, "val")
     with pytest.raises(DataError, match="instances_test"):
         read_coco(root, "test")
+    # a split without its year takes the one year present, and says which; both present: name the year
+    years = tmp_path / "years"
+    for year in ("2014", "2017"):
+        write_coco(years, f"val{year}", [shapes_image(0, i, side=64) for i in range(2)], SHAPES_CLASSES)
+    assert read_coco(years, "val2014").split == "val2014"
+    with pytest.raises(DataError, match="name the split you mean: val2017 or val2014"):
+        read_coco(years, "val")
+    (years / "annotations" / "instances_val2017.json").unlink()
+    assert read_coco(years, "val").split == "val2014" and len(read_coco(years, "val")) == 2
     with pytest.raises(DataError, match="unknown detection data"):
         open_detection_data("cifar10=x", "val")
 

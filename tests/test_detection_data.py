@@ -117,6 +117,7 @@ def test_train_eval_score_on_a_voc_folder(tmp_path, capsys):
                  "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == f"voc={root}" and config["provenance"]["departures"] == []  # shapes_demo is ours
+    assert config["provenance"]["splits"] == {"train": "train", "val": "val"}
     capsys.readouterr()
     dets = tmp_path / "dets.json"
     assert main(["detect", "eval", str(run / "final.safetensors"), "--data", f"voc={root}", "--save-dets", str(dets),

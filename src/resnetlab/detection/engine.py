@@ -264,8 +264,9 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
         metrics.truncate(int(state["metrics_offset"]))
     else:
         out.mkdir(parents=True, exist_ok=True)
-        runfolder.write_config(out, config, device,
-                               provenance={"recipe": recipe, "departures": list(DEPARTURES.get(recipe, ()))})
+        runfolder.write_config(out, config, device, provenance={
+            "recipe": recipe, "departures": list(DEPARTURES.get(recipe, ())),
+            "splits": {"train": train_set.split, "val": val_set.split}})  # as read: train2017 for train, ...
     if start >= cfg.iterations and (out / runfolder.FINAL).is_file():  # --resume of a finished run: nothing to do
         print(f"resnetlab: {out} already finished (step {start} of {cfg.iterations}); nothing to train",
               file=sys.stderr)
