@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RESNETLAB_SHARED", REPO.parent / "shared"))
@@ -46,3 +48,26 @@ def cifar10_jpeg_root(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory
     with tarfile.open(tar) as tf:
         tf.extractall(root, filter="data")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One CPU thread for a module of many small ops: on a shared 2-core machine a second OpenMP
+    thread mostly waits for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def meta_model() -> Callable[..., nn.Module]:
+    """``meta_model(name, **kwargs)``: a registered model built on the meta device (shapes only, no
+    memory, no initialisation): enough for counts, keys and shapes."""
+    from resnetlab import create_model
+
+    def build(name: str, **kwargs: Any) -> nn.Module:
+        with torch.device("meta"):
+            return create_model(name, **kwargs)
+
+    return build

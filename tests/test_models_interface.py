@@ -28,12 +28,7 @@ IDS = ["preact-cifar", "preact-imagenet", "wrn", "grouped", "resnet-d"]
 NEW_FAMILIES = ("preact_resnet", "cifar_preact_resnet", "wrn", "wide_resnet", "resnext", "resnet_d")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _saved(tmp_path, name, kwargs, side):

@@ -26,17 +26,7 @@ PAPER_PARAMS_M = {"preact_resnet110": 1.7, "preact_resnet164": 1.7, "preact_resn
 WRN_PARAMS_M = {(28, 10): 36.5, (40, 4): 8.9, (16, 8): 11.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kwargs)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cifar_counts(n: int, bottleneck: bool, stem: int = 16, widths=(16, 32, 64), classes: int = 10) -> tuple[int, int]:
@@ -78,7 +68,7 @@ def test_names_and_families():
 
 @pytest.mark.parametrize("name, n, bottleneck", [("preact_resnet110", 18, False), ("preact_resnet164", 18, True),
                                                  ("preact_resnet1001", 111, True)])
-def test_cifar_sizes_match_the_paper(name, n, bottleneck):
+def test_cifar_sizes_match_the_paper(name, n, bottleneck, meta_model):
     model = meta_model(name)
     every, weights = cifar_counts(n, bottleneck)
     assert sum(p.numel() for p in model.parameters()) == every
@@ -88,7 +78,7 @@ def test_cifar_sizes_match_the_paper(name, n, bottleneck):
     assert round(weights / 1e6, 1) == PAPER_PARAMS_M[name]
 
 
-def test_any_cifar_depth_and_bad_depths():
+def test_any_cifar_depth_and_bad_depths(meta_model):
     assert sum(p.numel() for p in meta_model("cifar_preact_resnet", depth=20, bottleneck=True).parameters()) \
         == cifar_counts(2, True)[0]
     assert sum(p.numel() for p in meta_model("cifar_preact_resnet", depth=20).parameters()) == cifar_counts(3, False)[0]
@@ -101,7 +91,7 @@ def test_any_cifar_depth_and_bad_depths():
 
 
 @pytest.mark.parametrize("depth", [18, 50])
-def test_imagenet_nets_have_the_2015_convs(depth):
+def test_imagenet_nets_have_the_2015_convs(depth, meta_model):
     """Pre-activation changes where BN and ReLU sit, not the convs: the same conv and fc weights as
     the 2015 net of Table 1."""
     def shapes(model: nn.Module) -> list[tuple[int, ...]]:
@@ -110,7 +100,7 @@ def test_imagenet_nets_have_the_2015_convs(depth):
     assert shapes(meta_model(f"preact_resnet{depth}")) == shapes(meta_model(f"resnet{depth}"))
 
 
-def test_resnet200_units():
+def test_resnet200_units(meta_model):
     """ResNet-200 (section 5, ImageNet): fb.resnet.torch's 3, 24, 36, 3 bottleneck units."""
     model = meta_model("preact_resnet200")
     assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [3, 24, 36, 3]
@@ -244,7 +234,7 @@ def test_preact_resnet18_differs_from_timms_only_in_the_first_unit():
 
 
 @pytest.mark.parametrize("depth, k", sorted(WRN_PARAMS_M))
-def test_wrn_sizes_match_the_paper(depth, k):
+def test_wrn_sizes_match_the_paper(depth, k, meta_model):
     """WRN-d-k: a 16-filter stem, three groups of N = (d - 4) / 6 pre-activation basic units with
     16k, 32k and 64k filters, a 1x1 projection where the width changes (all parameters counted)."""
     model = meta_model(f"wrn_{depth}_{k}")
@@ -279,7 +269,8 @@ def test_recipes_as_published():
     # He et al. 2016, appendix: the 2015 CIFAR recipe, lr 0.01 for the first 400 iterations
     assert (preact.model, preact.batch_size, preact.lr, preact.milestones, preact.iterations) == \
         ("preact_resnet164", 128, 0.1, (32_000, 48_000), 64_000)
-    assert (preact.weight_decay, preact.momentum, preact.warmup_lr, preact.warmup_lr_iterations) == (1e-4, 0.9, 0.01, 400)
+    assert (preact.weight_decay, preact.momentum, preact.warmup_lr) == (1e-4, 0.9, 0.01)
+    assert preact.warmup_lr_iterations == 400
     lr = Schedule(preact.lr, preact.schedule, preact.iterations, preact.milestones,
                   warmup_lr_iterations=preact.warmup_lr_iterations).lr
     assert [lr(s) for s in (0, 399, 400, 31_999)] == [0.01, 0.01, 0.1, 0.1]

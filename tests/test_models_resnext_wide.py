@@ -28,17 +28,7 @@ TIMM_D_PARAMS = {"resnet18d": 11_708_744, "resnet34d": 21_816_904, "resnet50d": 
                  "resnet101d": 44_568_392, "resnet152d": 60_212_040}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kwargs)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def layout(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
@@ -50,7 +40,7 @@ def conv_fc_weights(model: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
-def test_torchvision_layout_and_counts(name):
+def test_torchvision_layout_and_counts(name, meta_model):
     """Keys, order and shapes are torchvision's (its checkpoints load strictly); counts are its published ones."""
     with torch.device("meta"):
         theirs = getattr(torchvision.models, name)(weights=None)
@@ -73,7 +63,7 @@ def _randomized_bn(model: nn.Module) -> nn.Module:
 
 
 @pytest.mark.parametrize("name", ["resnext50_32x4d", "wide_resnet50_2"])
-def test_torchvision_checkpoint_gives_the_same_outputs(name):
+def test_torchvision_checkpoint_gives_the_same_outputs(name, meta_model):
     theirs = _randomized_bn(getattr(torchvision.models, name)(weights=None))
     ours = meta_model(name).eval()  # built without memory; the state dict brings the tensors
     ours.load_state_dict(theirs.state_dict(), strict=True, assign=True)
@@ -82,7 +72,7 @@ def test_torchvision_checkpoint_gives_the_same_outputs(name):
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
 
 
-def test_resnext_table1():
+def test_resnext_table1(meta_model):
     """Xie et al. 2017, Table 1: ResNet-50 25.5 M parameters and 4.1 G FLOPs (multiply-adds), ResNeXt-50
     (32x4d) 25.0 M and 4.2 G, counting conv and fc weights; both stride on the 3x3 conv (section 4)."""
     resnet50 = meta_model("resnet50", variant="v1.5")
@@ -98,7 +88,7 @@ def test_resnext_table1():
     assert model_info("resnext101_64x4d").family == "resnext"
 
 
-def test_wide_resnet50_2_paper_size():
+def test_wide_resnet50_2_paper_size(meta_model):
     """Zagoruyko & Komodakis 2016 (ImageNet): WRN-50-2-bottleneck, 68.9 M parameters; inner convs twice
     ResNet-50's width."""
     model = meta_model("wide_resnet50_2")
@@ -108,7 +98,7 @@ def test_wide_resnet50_2_paper_size():
 
 
 @pytest.mark.parametrize("name", sorted(TIMM_D_PARAMS))
-def test_resnet_d_has_timms_keys(name):
+def test_resnet_d_has_timms_keys(name, meta_model):
     """resnet*d: ResNet-B's stride on the 3x3, ResNet-C's deep stem, ResNet-D's average-pool shortcuts."""
     ours = meta_model(name)
     assert sum(p.numel() for p in ours.parameters()) == TIMM_D_PARAMS[name]
@@ -119,7 +109,7 @@ def test_resnet_d_has_timms_keys(name):
 
 
 @pytest.mark.parametrize("name", ["resnet18d", "resnet50d"])
-def test_resnet_d_gives_timms_outputs(name):
+def test_resnet_d_gives_timms_outputs(name, meta_model):
     timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")
     theirs = _randomized_bn(timm.create_model(name, pretrained=False))
     ours = meta_model(name).eval()
@@ -129,7 +119,7 @@ def test_resnet_d_gives_timms_outputs(name):
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
 
 
-def test_bag_of_tricks_table5():
+def test_bag_of_tricks_table5(meta_model):
     """He et al. 2019, Table 5: ResNet-50-B, -C and -D all "25 M" parameters (25.56 M and 25.58 M: whole
     millions, cut), 4.1, 4.3 and 4.3 G FLOPs (multiply-adds)."""
     b = meta_model("resnet50", variant="v1.5")
@@ -145,7 +135,7 @@ def test_bag_of_tricks_table5():
     assert isinstance(d.layer1[0].downsample[0], nn.Identity)  # conv2_x keeps the resolution
 
 
-def test_the_2015_nets_are_unchanged_by_the_switches():
+def test_the_2015_nets_are_unchanged_by_the_switches(meta_model):
     """No switch is on by default: the 7x7 stem, strided 1x1 projections with BN, ungrouped 3x3 convs."""
     model = meta_model("resnet50")
     assert isinstance(model.conv1, nn.Conv2d) and model.conv1.kernel_size == (7, 7)

@@ -3,10 +3,11 @@
 This is the layout models are shared in on the Hugging Face hub, and the one timm reads.
 :func:`save_pretrained` writes it; :func:`from_pretrained` rebuilds the model exactly from a
 folder or from ``"hf-hub:ORG/NAME[@REVISION]"`` (through huggingface_hub's cache: the ``hub``
-extra) and returns it, as Hugging Face and timm do, with its metadata on it.  ``model.safetensors`` is an ordinary resnetlab weights file (its metadata rebuilds the
-model); ``config.json`` repeats that metadata for people and tools and adds timm's
-``pretrained_cfg``, so that a network timm builds identically (a ``variant="v1.5"`` ResNet with
-option-B shortcuts, a ResNet-D, ResNeXt or ImageNet Wide ResNet) loads there with the same outputs::
+extra) and returns it, as Hugging Face and timm do, with its metadata on it.  ``model.safetensors``
+is an ordinary resnetlab weights file (its metadata rebuilds the model); ``config.json`` repeats
+that metadata for people and tools and adds timm's ``pretrained_cfg``, so that a network timm
+builds identically (a ``variant="v1.5"`` ResNet with option-B shortcuts, a ResNet-D, ResNeXt or
+ImageNet Wide ResNet) loads there with the same outputs::
 
     timm.create_model("resnet50", pretrained=True,
                       pretrained_cfg_overlay=dict(file="DIR/model.safetensors"))

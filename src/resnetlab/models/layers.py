@@ -5,7 +5,7 @@ Paper references are to He et al. 2015, "Deep Residual Learning for Image Recogn
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ __all__ = [
     "ZeroPadShortcut",
     "make_shortcut",
     "check_choice",
+    "check_layers",
     "check_widths",
     "he_init_",
 ]
@@ -38,6 +39,12 @@ def check_widths(widths: object, stages: int, names: str) -> None:
     if not (isinstance(widths, (list, tuple)) and len(widths) == stages
             and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
         raise ConfigError(f"widths must be {stages} positive integers ({names}), got {widths!r}")
+
+
+def check_layers(layers: Sequence[int], widths: Sequence[int]) -> None:
+    """Raise :class:`ConfigError` unless there is a positive number of blocks for each stage width."""
+    if len(layers) != len(widths) or any(n < 1 for n in layers):
+        raise ConfigError(f"layers {tuple(layers)} must be positive and match widths {tuple(widths)}")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:

@@ -34,11 +34,12 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import register_model
 from .features import FeatureStage
-from .layers import ShortcutOption, ZeroPadShortcut, check_choice, check_widths, conv1x1, conv3x3, he_init_, make_shortcut
+from .layers import (ShortcutOption, ZeroPadShortcut, check_choice, check_layers, check_widths, conv1x1, conv3x3,
+                     he_init_, make_shortcut)
 from .resnet import IMAGENET_STAGES, IMAGENET_WIDTHS, STAGE_NAMES, VARIANTS, Bottleneck, Variant
 
-__all__ = ["PreActBasicBlock", "PreActBottleneck", "PreActResNet", "PREACT_IMAGENET_STAGES", "preact_resnet",
-           "cifar_preact_resnet"]
+__all__ = ["PreActUnit", "PreActBasicBlock", "PreActBottleneck", "PreActResNet", "PREACT_IMAGENET_STAGES",
+           "preact_resnet", "cifar_preact_resnet"]
 
 PAPER = "He et al. 2016, section 5"
 #: filters of the CIFAR stem and ``planes`` of the three CIFAR stages (section 5; the 2015 nets' 16/32/64)
@@ -47,12 +48,39 @@ CIFAR_WIDTHS = (16, 32, 64)
 CIFAR_NETS = ((110, False), (164, True), (1001, True))
 
 
-class PreActBasicBlock(nn.Module):
-    """BN-ReLU-conv3x3-BN-ReLU-conv3x3 (Fig. 4e), plus the shortcut: y = x + F(x).
+class PreActUnit(nn.Module):
+    """What every full pre-activation unit shares (Fig. 4e): y = shortcut(x) + F(BN-ReLU(x)), and
+    nothing after the addition.
+
+    The shortcut takes the pre-activated input where it is a projection, and in the network's first
+    unit (``shared_preact``; section 4.1: "the first activation right after conv1 and before splitting
+    into two paths"); identities and zero-padded identities (option A) take ``x`` as it is: the clean
+    path.  Subclasses build ``bn1``, ``relu`` and their convs, call :meth:`_add_shortcut`, and define
+    :meth:`residual`, the branch F after the first BN-ReLU.
+    """
+
+    def _add_shortcut(self, in_planes: int, out_planes: int, stride: int, shortcut: ShortcutOption,
+                      shared_preact: bool) -> None:
+        self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride, batch_norm=False)
+        projection = self.downsample is not None and not isinstance(self.downsample, ZeroPadShortcut)
+        self.shortcut_preact = shared_preact or projection
+
+    def residual(self, preact: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        preact = self.relu(self.bn1(x))
+        identity = preact if self.shortcut_preact else x
+        if self.downsample is not None:
+            identity = self.downsample(identity)
+        return self.residual(preact) + identity
+
+
+class PreActBasicBlock(PreActUnit):
+    """BN-ReLU-conv3x3-BN-ReLU-conv3x3 (Fig. 4e), plus the shortcut.
 
     ``dropout`` > 0 drops activations between the two convs (Wide ResNets, Zagoruyko &
-    Komodakis 2016, section 2.4).  ``shared_preact`` makes the identity take the pre-activated
-    input (the network's first unit); a projection always does.
+    Komodakis 2016, section 2.4).
     """
 
     expansion = 1
@@ -66,23 +94,16 @@ class PreActBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
-        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, batch_norm=False)
-        self.shortcut_preact = _shortcut_preact(self.downsample, shared_preact)
+        self._add_shortcut(in_planes, planes, stride, shortcut, shared_preact)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        preact = self.relu(self.bn1(x))
-        identity = preact if self.shortcut_preact else x
-        if self.downsample is not None:
-            identity = self.downsample(identity)
-
+    def residual(self, preact: torch.Tensor) -> torch.Tensor:
         out = self.conv1(preact)
         out = self.relu(self.bn2(out))
         out = self.dropout(out)
-        out = self.conv2(out)
-        return out + identity
+        return self.conv2(out)
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(PreActUnit):
     """BN-ReLU-conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1 (expanding x4), plus the shortcut.
 
     ``variant`` places the stride of a downsampling unit as in :class:`~resnetlab.models.resnet.Bottleneck`.
@@ -101,28 +122,14 @@ class PreActBottleneck(nn.Module):
         self.conv2 = conv3x3(planes, planes, stride_3x3)
         self.bn3 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.downsample = make_shortcut(shortcut, in_planes, planes * self.expansion, stride, batch_norm=False)
-        self.shortcut_preact = _shortcut_preact(self.downsample, shared_preact)
+        self._add_shortcut(in_planes, planes * self.expansion, stride, shortcut, shared_preact)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        preact = self.relu(self.bn1(x))
-        identity = preact if self.shortcut_preact else x
-        if self.downsample is not None:
-            identity = self.downsample(identity)
-
+    def residual(self, preact: torch.Tensor) -> torch.Tensor:
         out = self.conv1(preact)
         out = self.relu(self.bn2(out))
         out = self.conv2(out)
         out = self.relu(self.bn3(out))
-        out = self.conv3(out)
-        return out + identity
-
-
-def _shortcut_preact(downsample: nn.Module | None, shared_preact: bool) -> bool:
-    """Whether a unit's shortcut takes the pre-activated input: projections and the network's first
-    unit do (section 4.1, appendix); identities and zero-padded identities (option A) stay clean."""
-    projection = downsample is not None and not isinstance(downsample, ZeroPadShortcut)
-    return shared_preact or projection
+        return self.conv3(out)
 
 
 PreActBlock = Type[Union[PreActBasicBlock, PreActBottleneck]]
@@ -165,9 +172,9 @@ class PreActResNet(nn.Module):
         if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         if dropout and block is not PreActBasicBlock:
-            raise ConfigError("dropout between the convs is the Wide ResNets' (basic units); bottleneck units have none")
-        if len(layers) != len(widths) or any(n < 1 for n in layers):
-            raise ConfigError(f"layers {tuple(layers)} must be positive and match widths {tuple(widths)}")
+            raise ConfigError("dropout between the convs is the Wide ResNets' (basic units); bottleneck units "
+                              "have none")
+        check_layers(layers, widths)
         self.block = block
         self.shortcut = shortcut
         self.variant = variant
@@ -239,7 +246,8 @@ _PREACT_BLOCK = {Bottleneck: PreActBottleneck}
 #: ImageNet stacks: paper Table 1 of He et al. 2015, and ResNet-200 (He et al. 2016, section 5:
 #: fb.resnet.torch's 3, 24, 36, 3 bottleneck units)
 PREACT_IMAGENET_STAGES: dict[int, tuple[PreActBlock, tuple[int, ...]]] = {
-    **{depth: (_PREACT_BLOCK.get(block, PreActBasicBlock), layers) for depth, (block, layers) in IMAGENET_STAGES.items()},
+    **{depth: (_PREACT_BLOCK.get(block, PreActBasicBlock), layers)
+       for depth, (block, layers) in IMAGENET_STAGES.items()},
     200: (PreActBottleneck, (3, 24, 36, 3)),
 }
 
@@ -261,12 +269,12 @@ def cifar_preact_resnet(depth: int, bottleneck: bool = False, num_classes: int =
                         variant: Variant = "v1", in_chans: int = 3) -> PreActResNet:
     """CIFAR pre-activation ResNet: ``depth = 6n + 2`` with basic units, ``9n + 2`` with bottleneck units."""
     check_choice("bottleneck", bottleneck, (False, True))
-    per_unit = 3 if bottleneck else 2
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 3 * per_unit + 2 or (depth - 2) % (3 * per_unit):
+    per_n = 3 * (3 if bottleneck else 2)  # weighted layers per unit in each of the three stages
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < per_n + 2 or (depth - 2) % per_n:
         form = "9n+2 (11, 20, ..., 164, 1001)" if bottleneck else "6n+2 (8, 14, 20, ..., 110)"
         raise ConfigError(f"CIFAR pre-activation ResNet depth with {'bottleneck' if bottleneck else 'basic'} units "
                           f"must be {form} with n >= 1, got {depth!r}")
-    n = (depth - 2) // (3 * per_unit)
+    n = (depth - 2) // per_n
     block = PreActBottleneck if bottleneck else PreActBasicBlock
     return PreActResNet(block, (n, n, n), CIFAR_WIDTHS, stem_width=CIFAR_WIDTHS[0], num_classes=num_classes,
                         shortcut=shortcut, variant=variant, stem="cifar", in_chans=in_chans)

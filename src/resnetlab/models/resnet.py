@@ -22,7 +22,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import register_model
-from .layers import ShortcutOption, check_choice, check_widths, conv1x1, conv3x3, he_init_, make_shortcut
+from .layers import (ShortcutOption, check_choice, check_layers, check_widths, conv1x1, conv3x3, he_init_,
+                     make_shortcut)
 from .features import FeatureStage
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "IMAGENET_STAGES", "STAGE_NAMES", "resnet", "plain"]
@@ -213,8 +214,7 @@ class ResNet(nn.Module):
                 raise ConfigError(f"{key} must be a positive integer, got {value!r}")
         if stem == "cifar" and stem_pool != "torch":
             raise ConfigError("stem_pool applies to the ImageNet stem only; the CIFAR stem has no max pool")
-        if len(layers) != len(widths) or any(n < 1 for n in layers):
-            raise ConfigError(f"layers {tuple(layers)} must be positive and match widths {tuple(widths)}")
+        check_layers(layers, widths)
         self.block = block
         self.shortcut = shortcut
         self.variant = variant
