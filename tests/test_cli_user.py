@@ -7,13 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from resnetlab import machine
 from resnetlab.arguments import subcommands
 from resnetlab.cli import build_parser, main, parse_args
-from resnetlab.errors import ConfigError
+from resnetlab.constants import CIFAR10_CLASSES
+from resnetlab.data import ImageSet, decode_image
+from resnetlab.errors import ConfigError, DataError
+from resnetlab.evaluate import evaluate
+from resnetlab.registry import create_model
+from resnetlab.weights import save_weights
 
 SHORT = ["model=cifar_resnet", 'model_kwargs={"depth":8}', "iterations=2", "milestones=[1]", "batch_size=16",
          "train_subset=32", "log_every=1", "eval_every=0", "checkpoint_every=1"]
@@ -157,3 +164,123 @@ def test_threads_are_chosen_one_way_and_said(keep_threads, monkeypatch: pytest.M
     assert saved["threads"] == 1 and saved["environment"]["threads"] == 1
     assert main(["eval", str(out / "final.safetensors"), "--data", "digits", "--threads", "2", "--json"]) == 0
     assert "evaluating on cpu, 2 CPU threads (threads=2)" in capsys.readouterr().err
+
+
+def _cifar_folder(root: Path, per_class: int = 4) -> Path:
+    """A CIFAR-10 image folder of 32x32 JPEGs, ``per_class`` images in each class."""
+    rng = np.random.default_rng(0)
+    for name in CIFAR10_CLASSES:
+        (root / "train" / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "train" / name / f"{i}.jpg")
+    return root
+
+
+def test_skip_bad_images_on_a_cifar_folder_is_counted_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys) -> None:
+    """`skip_bad_images=true` was ignored for --data cifar10=FOLDER (a corrupt JPEG still stopped the run),
+    and the command line never said how many images a run skipped, nor which."""
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
+    data = _cifar_folder(tmp_path / "c10")
+    bad = data / "train" / "cat" / "2.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    run = ["train", "demo", "--data", f"cifar10={data}", *SHORT]
+    assert main([*run, "--out", str(tmp_path / "stops")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: " in err and "skip_bad_images=true leaves such files out" in err and "Traceback" not in err
+    assert main([*run, "--out", str(tmp_path / "skips"), "skip_bad_images=true"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 1 unreadable image (each named in" in out
+    assert f"resnetlab: skipped an unreadable image: {bad}" in err
+    records = [json.loads(line) for line in (tmp_path / "skips" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in records if "skipped" in r] == [err.split("skipped an unreadable image: ")[1].split("\n")[0]]
+    # the decoded set is cached with its unreadable file: a run that does not skip is refused it again
+    assert main([*run, "--out", str(tmp_path / "again")]) == 2
+    assert f"{bad}: " in capsys.readouterr().err
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_can_be_started_again(tmp_path: Path, capsys) -> None:
+    """A run that failed at step 4 left config.json and tensorboard/: the same command then said 'not empty:
+    continue it with --resume', and --resume said 'nothing to resume'."""
+    out = tmp_path / "run"
+    short = [a for a in SHORT if not a.startswith(("checkpoint_every=", "iterations="))]
+    nan = ["train", "demo", "--out", str(out), *short, "lr=1e30", "checkpoint_every=100", "iterations=3"]
+    assert main(nan) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint was written yet, so the same command starts" in err
+    assert (out / "config.json").is_file() and not (out / "checkpoint.pt").exists()
+    assert main(nan) == 2  # the same command starts it again (and fails again the same way)
+    assert "starting it again" in capsys.readouterr().err
+    assert main(["train", "demo", "--out", str(out), "--resume"]) == 2  # --resume starts it again too
+    assert "starting it again" in capsys.readouterr().err
+    assert main(["train", "demo", "--out", str(out), *SHORT]) == 0  # now with a sane lr
+    assert (out / "final.safetensors").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    assert main(["train", "demo", "--out", str(tmp_path / "mine"), *SHORT]) == 2  # a folder of other files: refused
+    assert "is not empty" in capsys.readouterr().err and (tmp_path / "mine" / "notes.txt").is_file()
+
+
+class _SignOfFirstPixel(torch.nn.Module):
+    """Class 0 when the first pixel is bright, else class 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x[:, 0, 0, 0]
+        return torch.stack([v, -v], dim=1)
+
+
+def test_printed_fractions_carry_no_float_noise(tmp_path: Path) -> None:
+    """`top1_err` printed 0.06999999999999995 and per-class accuracy 0.8999999761581421."""
+    bright = [255] * 9 + [0] + [255] * 6 + [0] * 84  # class 0: 9 of 10 right; class 1: 84 of 90
+    images = torch.tensor(bright, dtype=torch.uint8)[:, None, None, None].expand(-1, 3, 4, 4).contiguous()
+    data = ImageSet("t", ["0", "1"], [0] * 10 + [1] * 90, images=images)
+    result = evaluate(_SignOfFirstPixel(), data, protocol="full", mean=(0.5,) * 3, std=(0.5,) * 3,
+                      input_size=(3, 4, 4), progress=False, out_dir=tmp_path)
+    assert json.dumps([result["top1_err"], result["top1_acc"]]) == "[0.07, 0.93]"
+    assert '"top1_acc": 0.9' in (tmp_path / "per_class.json").read_text().replace("\n", " ")
+    assert json.loads((tmp_path / "per_class.json").read_text())["0"]["top1_acc"] == 0.9
+
+
+def test_messages_name_the_file_and_what_was_expected(tmp_path: Path, capsys) -> None:
+    """'not a readable PyTorch checkpoint (544502645)', 'cannot identify image file <_io.BytesIO object at
+    0x...>' and 'header says 8675467939940627818 bytes' said neither what the file was nor what was expected."""
+    text = tmp_path / "notes.th"
+    text.write_text("nothing to see here, a text file\n")
+    assert main(["import", "torchvision", str(text), "-o", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert f"{text}: not a PyTorch checkpoint (expected a file written by torch.save" in err
+    assert "starts with b'nothing '" in err
+    fake = tmp_path / "w.safetensors"
+    fake.write_text("definitely not safetensors\n")
+    assert main(["predict", str(fake), str(text)]) == 2
+    err = capsys.readouterr().err
+    assert f"{fake}: not a safetensors file (expected an 8-byte header length, then a JSON header" in err
+    assert decode_error(text) == (f"{text}: not a readable image (its 33 bytes are in none of the formats Pillow "
+                                  "reads; expected JPG, JPEG, PNG, BMP, PPM, PGM, TIF, TIFF, WEBP, GIF)")
+
+
+def decode_error(path: Path) -> str:
+    with pytest.raises(DataError) as info:
+        decode_image(path)
+    return str(info.value)
+
+
+def test_predict_predicts_the_good_images_and_names_the_bad_one(tmp_path: Path, capsys) -> None:
+    """With one bad image among several, `predict` printed nothing for the good ones."""
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_weights(create_model("cifar_resnet20", num_classes=3), weights, mean=[0.5] * 3, std=[0.25] * 3,
+                 classes=["a", "b", "c"], input_size=(3, 32, 32))
+    good = [tmp_path / "one.png", tmp_path / "two.png"]
+    for path in good:
+        Image.fromarray(np.zeros((40, 30, 3), dtype=np.uint8)).save(path)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG but not really")
+    argv = ["predict", str(weights), str(good[0]), str(bad), str(good[1]), "--top", "2"]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert [line for line in out.splitlines() if not line.startswith(" ")] == [str(good[0]), str(good[1])]
+    assert err.strip().splitlines()[-1].startswith(f"resnetlab: error: {bad}: not a readable image")
+    assert main([*argv, "--json"]) == 2
+    results = json.loads(capsys.readouterr().out)
+    assert [sorted(r) for r in results] == [["image", "top"], ["error", "image"], ["image", "top"]]

@@ -21,7 +21,7 @@ from . import __version__
 from .arguments import LibraryNames, add_run_options, parse
 from .config import parse_overrides
 from .detection.cli import add_detect
-from .errors import ConfigError, ResnetlabError
+from .errors import ConfigError, DataError, ResnetlabError
 from .recipes import RECIPES
 
 # Each subcommand is a pair: add_<name>(subparsers) builds its parser and sets func=<handler>.
@@ -110,6 +110,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"run folder: {result.out_dir}")
     print(f"weights: {result.weights}")
     print(f"steps: {result.step}, validation error: {val}, wall time: {result.seconds:.0f} s")
+    if result.skipped_images:
+        print(f"skipped {result.skipped_images} unreadable image{'s' if result.skipped_images > 1 else ''} "
+              f"(each named in {result.out_dir / 'metrics.jsonl'})")
 
 
 # ----------------------------------------------------------------------------- reproduce / report
@@ -225,11 +228,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
     results = resnetlab.predict.predict(args.weights, args.images, top_k=args.top, device=args.device or "auto")
     if args.json:
         _print_json(results)
-        return
-    for result in results:
-        print(result["image"])
-        for rank, hit in enumerate(result["top"], 1):
-            print(f"  {rank}. {100 * hit['prob']:6.2f} %  {hit['class']}")
+    else:
+        for result in (r for r in results if "top" in r):
+            print(result["image"])
+            for rank, hit in enumerate(result["top"], 1):
+                print(f"  {rank}. {100 * hit['prob']:6.2f} %  {hit['class']}")
+    failed = [result["error"] for result in results if "error" in result]
+    for error in failed[:-1]:
+        print(f"resnetlab: error: {error}", file=sys.stderr)
+    if failed:
+        raise DataError(f"{failed[-1]}" + (f" ({len(failed)} of {len(results)} images could not be read)"
+                                            if len(failed) > 1 else ""))
 
 
 # ----------------------------------------------------------------------------- bench

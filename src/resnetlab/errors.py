@@ -30,5 +30,10 @@ class DataError(ResnetlabError):
     """A data set path or layout that cannot be used, or an unreadable image."""
 
 
+class ImageError(DataError):
+    """An image file that cannot be read or decoded (training leaves such files out, and names
+    them, with ``skip_bad_images=true``)."""
+
+
 class TrainingError(ResnetlabError):
     """A training run that cannot go on (a NaN/inf loss); its last good checkpoint is kept."""

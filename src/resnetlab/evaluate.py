@@ -51,7 +51,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .data import open_dataset
 from .data.transforms import SMALL_INPUT, center_view, normalize, resize_side
 from .device import resolve_device
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ImageError
 from .machine import choose_threads
 from .registry import create_model, model_info
 from .weights import WeightsMeta, load_weights
@@ -97,7 +97,9 @@ class Member:
 
 class _Views(Dataset):
     """Decodes one image and, for ``center``/``10crop``, cuts its views for each crop side in
-    ``crops`` in the loader's workers; ``full``/``multiscale`` pass the image on."""
+    ``crops`` in the loader's workers; ``full``/``multiscale`` pass the image on. An unreadable
+    image becomes its message, raised (or skipped) in the main process: a worker's exception
+    would reach the user wrapped in its traceback."""
 
     def __init__(self, dataset: Dataset, protocol: str, crops: Sequence[int]) -> None:
         self.dataset, self.protocol, self.crops = dataset, protocol, tuple(crops)
@@ -105,11 +107,14 @@ class _Views(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], int]:
-        image, target = self.dataset[i]
+    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...] | None, int, str | None]:
+        try:
+            image, target = self.dataset[i]
+        except DataError as exc:
+            return None, -1, str(exc)
         if self.protocol in ("full", "multiscale"):
-            return (image,), int(target)
-        return tuple(crop_views(image, self.protocol, crop) for crop in self.crops), int(target)
+            return (image,), int(target), None
+        return tuple(crop_views(image, self.protocol, crop) for crop in self.crops), int(target), None
 
 
 def crop_views(image: torch.Tensor, protocol: str, crop: int) -> torch.Tensor:
@@ -131,19 +136,23 @@ def crop_views(image: torch.Tensor, protocol: str, crop: int) -> torch.Tensor:
     return torch.cat([five, five.flip(-1)])
 
 
-def _collate(items: list[tuple[tuple[torch.Tensor, ...], int]]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
-    return [list(views) for views in zip(*(x for x, _ in items))], torch.tensor([t for _, t in items], dtype=torch.int64)
+def _collate(items: list[tuple[tuple[torch.Tensor, ...] | None, int, str | None]]
+             ) -> tuple[list[list[torch.Tensor]], torch.Tensor, list[str]]:
+    good = [(x, t) for x, t, error in items if error is None]
+    return ([list(views) for views in zip(*(x for x, _ in good))], torch.tensor([t for _, t in good], dtype=torch.int64),
+            [error for _, _, error in items if error is not None])
 
 
 def _batches(dataset: Dataset, protocol: str, crops: Sequence[int], batch_size: int,
-             num_workers: int) -> Iterator[tuple[list[list[torch.Tensor]], torch.Tensor]]:
-    """Batches of ``(inputs, targets)``: ``inputs[j]`` lists the batch's uint8 images (``full``,
-    ``multiscale``; j = 0) or their V x C x H x W views at crop side ``crops[j]``."""
+             num_workers: int) -> Iterator[tuple[list[list[torch.Tensor]], torch.Tensor, list[str]]]:
+    """Batches of ``(inputs, targets, errors)``: ``inputs[j]`` lists the batch's uint8 images
+    (``full``, ``multiscale``; j = 0) or their V x C x H x W views at crop side ``crops[j]``;
+    ``errors`` names the batch's unreadable images, which are left out."""
     images = getattr(dataset, "images", None)
     if protocol == "full" and isinstance(images, torch.Tensor):
         targets = dataset.targets  # type: ignore[attr-defined]
         for start in range(0, len(images), batch_size):
-            yield [list(images[start:start + batch_size])], torch.as_tensor(targets[start:start + batch_size])
+            yield [list(images[start:start + batch_size])], torch.as_tensor(targets[start:start + batch_size]), []
         return
     loader = DataLoader(_Views(dataset, protocol, crops), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, persistent_workers=False)
@@ -305,13 +314,15 @@ def probabilities(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     num_workers: int | None = None,
+    skipped: list[str] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(probabilities, targets)`` of each batch of ``dataset`` (N x K on the CPU, and N).
 
     Each member's softmax probabilities are averaged over the protocol's views of its own
     input size and normalization (crops, or scales and flips), then averaged across members: an
     ensemble, and with one member the model alone.  ``dataset`` yields ``(uint8 C x H x W,
-    target)``.
+    target)``.  An unreadable image is a :class:`DataError` naming it; given a ``skipped`` list,
+    such images are left out and their messages appended to it.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
@@ -327,7 +338,13 @@ def probabilities(
     if num_workers is None:
         in_memory = isinstance(getattr(dataset, "images", None), torch.Tensor)
         num_workers = 0 if in_memory else min(4, os.cpu_count() or 1)
-    for inputs, targets in _batches(dataset, protocol, crops, batch_size, num_workers):
+    for inputs, targets, errors in _batches(dataset, protocol, crops, batch_size, num_workers):
+        if errors and skipped is None:
+            raise ImageError(errors[0])
+        if errors:
+            skipped.extend(errors)
+        if len(targets) == 0:
+            continue
         total: torch.Tensor | None = None
         if not checked_size:  # full: the models take the images at their own size
             for member in members:
@@ -363,6 +380,7 @@ def evaluate(
     progress: bool = True,
     out_dir: str | os.PathLike | None = None,
     classes: Sequence[str] | None = None,
+    skip_bad_images: bool = False,
 ) -> dict[str, Any]:
     """Top-1/top-5 accuracy and error of ``model``, or of the ensemble ``models``, on ``dataset``
     under ``protocol`` (default: :func:`default_protocol` of the models' input size, as
@@ -379,8 +397,10 @@ def evaluate(
     three arguments are refused); their class lists must agree.  Probabilities are averaged as
     :func:`probabilities` does.  ``dataset`` yields ``(uint8 C x H x W, target)``.  With
     ``out_dir``, per-class accuracy (``per_class.json``) and a confusion-matrix plot
-    (``confusion.png``) are written there (see :func:`write_report`).  Returns the eval
-    JSON keys: ``protocol n correct top1_acc top5_acc top1_err top5_err`` (fractions) plus ``seconds``.
+    (``confusion.png``) are written there (see :func:`write_report`).  An unreadable image is a
+    :class:`DataError` naming it; with ``skip_bad_images`` it is left out of ``n`` and named in
+    ``skipped``.  Returns the eval JSON keys: ``protocol n correct top1_acc top5_acc top1_err
+    top5_err`` (fractions) plus ``seconds`` (and ``skipped`` when images were).
     """
     if (model is None) == (models is None):
         raise ConfigError("evaluate: give either a model (with mean and std) or models=[(model, meta), ...]")
@@ -421,8 +441,10 @@ def evaluate(
     bar = tqdm(total=n_total, unit="img", desc=f"eval {protocol}", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
     try:
+        skipped: list[str] = []
         for probs, targets in probabilities(members, dataset, protocol=protocol, batch_size=batch_size,
-                                            device=device, num_workers=num_workers):
+                                            device=device, num_workers=num_workers,
+                                            skipped=skipped if skip_bad_images else None):
             num_classes = probs.shape[1]
             if confusion is None:
                 confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -439,16 +461,21 @@ def evaluate(
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+    if seen == 0:
+        raise DataError(f"none of the {n_total} images could be read; the first: {skipped[0]}")
+    # errors as (n - correct) / n: 1 - 0.93 prints as 0.06999999999999995
     result = {
         "protocol": protocol,
         "n": seen,
         "correct": correct1,
         "top1_acc": correct1 / seen,
         "top5_acc": correct5 / seen,
-        "top1_err": 1 - correct1 / seen,
-        "top5_err": 1 - correct5 / seen,
+        "top1_err": (seen - correct1) / seen,
+        "top5_err": (seen - correct5) / seen,
         "seconds": round(seconds, 3),
     }
+    if skipped:
+        result["skipped"] = skipped
     if out_dir is not None and confusion is not None:
         write_report(out_dir, confusion, classes, result)
     return result
@@ -468,8 +495,8 @@ def write_report(out_dir: str | os.PathLike, confusion: torch.Tensor, classes: S
     k = confusion.shape[0]
     names = list(classes) if classes is not None and len(classes) == k else [str(i) for i in range(k)]
     counts = confusion.sum(dim=1)
-    per_class = {
-        name: {"n": int(counts[i]), "top1_acc": (float(confusion[i, i] / counts[i]) if counts[i] else None)}
+    per_class = {  # Python ints divided: a float32 tensor ratio prints 0.9 as 0.8999999761581421
+        name: {"n": int(counts[i]), "top1_acc": (int(confusion[i, i]) / int(counts[i]) if counts[i] else None)}
         for i, name in enumerate(names)
     }
     (out / "per_class.json").write_text(json.dumps(per_class, indent=1) + "\n")

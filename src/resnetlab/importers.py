@@ -88,15 +88,19 @@ def _torch_load(path: Path) -> Any:
     # whose pickle would run code on load is refused before anything runs (torch>=2.6: CVE-2025-32434).
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
-        raise WeightsError(
-            f"{path}: refused: the pickle holds objects other than tensors (loaded with "
-            f"weights_only=True; {first})"
-        ) from None
     except Exception as exc:  # noqa: BLE001 -- the restricted unpickler fails in many ways on junk; none ran code
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        failure = exc
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (before 1.6, a pickle)
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save, a zip archive "
+                           f"or a pickle; the file starts with {head!r})")
+    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+    if isinstance(failure, pickle.UnpicklingError):
+        raise WeightsError(f"{path}: refused: the pickle holds objects other than tensors (loaded with "
+                           f"weights_only=True; {reason or 'unsupported object'})")
+    raise WeightsError(f"{path}: a damaged PyTorch checkpoint (torch.load: {type(failure).__name__}"
+                       f"{': ' + reason if reason else ''})")
 
 
 def _target(model_name: str | None, detected: str, where: Path, **kwargs: Any) -> nn.Module:

@@ -3,14 +3,18 @@ has finished, ``final.safetensors``.
 
 A run folder is created empty or resumed, never overwritten: an existing non-empty folder
 without ``--resume`` is refused, and ``--resume`` needs a checkpoint written under the same
-config. Checkpoints are written atomically (temp file + ``os.replace``) and read with
-``torch.load(weights_only=True)``.
+config. A run that stopped before its first checkpoint (bad data at step 4, a NaN, a kill) has
+nothing to resume: its folder, holding only what such a run writes (:data:`STARTED_FILES`), is
+started again by the same command, with or without ``--resume``. Checkpoints are written
+atomically (temp file + ``os.replace``) and read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +25,58 @@ from .files import atomic_save, atomic_write_text
 from .machine import describe
 from .recipes import result_changes
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FINAL", "prepare", "write_config", "saved_config", "MetricsLog",
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FINAL", "TENSORBOARD", "CURVES", "STARTED_FILES", "prepare", "write_config", "saved_config", "MetricsLog",
            "save_checkpoint", "load_checkpoint", "read_metrics"]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 FINAL = "final.safetensors"
+TENSORBOARD = "tensorboard"
+CURVES = "curves.png"
+#: what a run writes before its first checkpoint: a folder holding only these (config.json among
+#: them) stopped before it had anything to resume
+STARTED_FILES = (CONFIG, METRICS, TENSORBOARD, CURVES)
+
+
+def _stopped_before_first_checkpoint(out: Path) -> bool:
+    """Whether ``out`` holds a resnetlab run that stopped before its first checkpoint, and nothing else."""
+    names = {entry.name for entry in out.iterdir()}
+    if CONFIG not in names or not names <= set(STARTED_FILES):
+        return False
+    try:
+        return "config" in json.loads((out / CONFIG).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _start_again(out: Path) -> None:
+    """Remove what a run that stopped before its first checkpoint wrote (every process may call
+    this at once: what another removed first is not an error)."""
+    print(f"resnetlab: {out} holds a run that stopped before its first checkpoint (nothing to resume): "
+          "starting it again", file=sys.stderr)
+    for name in STARTED_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def prepare(out_dir: str | os.PathLike, config: dict[str, Any], resume: bool) -> Path | None:
     """Check the run folder before any work; returns the checkpoint to resume from (or None).
 
-    Refused with :class:`ConfigError`, touching nothing: a non-empty folder without
-    ``resume``; ``resume`` without a checkpoint; ``resume`` with a config that differs in a
-    key that changes the result (the differing keys are named).
+    A folder that holds only a run stopped before its first checkpoint is emptied and started
+    again, with or without ``resume``. Refused with :class:`ConfigError`, touching nothing: any
+    other non-empty folder without ``resume``; ``resume`` without a checkpoint; ``resume`` with a
+    config that differs in a key that changes the result (the differing keys are named).
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and _stopped_before_first_checkpoint(out):
+        _start_again(out)
+        return None
     if not resume:
         if out.is_dir() and any(out.iterdir()):
             raise ConfigError(f"run folder {out} is not empty: continue it with --resume or choose another --out")

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from .data.images import decode_image
 from .errors import DataError
+from .runfolder import TENSORBOARD
 
 __all__ = ["TensorBoardLog", "MISSING_MESSAGE"]
 
@@ -35,7 +36,7 @@ class TensorBoardLog:
     checkpoint's step + 1) hides the events an earlier writer logged at that step or later."""
 
     def __init__(self, out_dir: Path, enabled: bool = True, purge_step: int | None = None) -> None:
-        self.log_dir = Path(out_dir) / "tensorboard"
+        self.log_dir = Path(out_dir) / TENSORBOARD
         self._writer: Any = None
         if not enabled:
             return

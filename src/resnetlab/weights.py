@@ -203,9 +203,12 @@ def read_header(path: Path) -> dict[str, Any]:
             if len(head) < 8:
                 raise WeightsError(f"{where}: not a safetensors file (only {size} bytes)")
             (n,) = struct.unpack("<Q", head)
-            if n > _MAX_HEADER_BYTES or 8 + n > size:
-                hint = "truncated" if n <= _MAX_HEADER_BYTES else "not a safetensors file"
-                raise WeightsError(f"{where}: {hint} (header says {n} bytes, file has {size})")
+            if n > _MAX_HEADER_BYTES:
+                raise WeightsError(f"{where}: not a safetensors file (expected an 8-byte header length, then a JSON "
+                                   f"header; the file starts with {head!r})")
+            if 8 + n > size:
+                raise WeightsError(f"{where}: truncated safetensors file (its header alone needs {8 + n} bytes, the "
+                                   f"file has {size})")
             raw = f.read(n)
     except FileNotFoundError:
         raise WeightsError(f"{where}: no such file") from None

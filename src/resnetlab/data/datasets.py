@@ -53,6 +53,8 @@ class ImageSet(Dataset):
     In memory (``images`` is an ``N x 3 x H x W`` uint8 tensor: digits, CIFAR) or lazy
     (``images`` is None and ``items[i]`` is decoded by ``load`` on access: image folders).
     ``transform``, if set, is applied to each image in ``__getitem__`` (data-loader workers).
+    ``skipped`` names the unreadable files left out when the set was opened with
+    ``skip_bad_images`` (one message per file).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class ImageSet(Dataset):
         self.items = items
         self.load = load
         self.transform = transform
+        self.skipped: list[str] = []
         if (images is None) == (items is None) or (items is not None and load is None):
             raise ValueError("ImageSet needs either images, or items and load")
         if len(self.targets) != (len(images) if images is not None else len(items)):
@@ -164,11 +167,13 @@ def parse_data_spec(spec: str) -> tuple[str, Path | None]:
     return name, Path(path).expanduser() if sep else None
 
 
-def open_dataset(spec: str, split: str = "train") -> ImageSet:
+def open_dataset(spec: str, split: str = "train", skip_bad_images: bool = False) -> ImageSet:
     """The ``split`` (``train``, ``val`` or ``test``) of the data set named by ``spec``.
 
     ``spec`` is a ``--data`` value. Missing or malformed folders, unreadable files and
-    unknown names raise :class:`DataError`.
+    unknown names raise :class:`DataError`; with ``skip_bad_images`` the unreadable files of a
+    set decoded when it opens (a CIFAR image folder) are left out and named in ``skipped``
+    (lazy folders decode later: whoever reads them skips).
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -178,18 +183,18 @@ def open_dataset(spec: str, split: str = "train") -> ImageSet:
     if name == "synthetic":
         return _synthetic(split, str(path) if path is not None else None)
     if name in ("cifar10", "cifar100"):
-        return _cifar(name, path, split)
+        return _cifar(name, path, split, skip_bad_images)
     return _image_folder(name, path, split)
 
 
-def open_train_val(spec: str) -> tuple[ImageSet, ImageSet]:
+def open_train_val(spec: str, skip_bad_images: bool = False) -> tuple[ImageSet, ImageSet]:
     """``(train, val)`` for training with validation: a separate ``val`` folder where the data
     set has one (ImageNet), else the complement of :func:`holdout_split` and its hold-out
-    (CIFAR 45k/5k, section 4.2)."""
+    (CIFAR 45k/5k, section 4.2; of the readable images, with ``skip_bad_images``)."""
     name, path = parse_data_spec(spec)
     if name in ("imagenet", "folder") and (path / "val").is_dir():
         return open_dataset(spec, "train"), open_dataset(spec, "val")
-    full = open_dataset(spec, "train")
+    full = open_dataset(spec, "train", skip_bad_images)
     train_idx, val_idx = holdout_split(len(full))
     return full.subset(train_idx), full.subset(val_idx)
 
@@ -325,9 +330,10 @@ def _cifar_batches(name: str, root: Path, split: str) -> ImageSet:
     return _holdout(full, split) if split != "test" else full
 
 
-def _cifar_folder(name: str, root: Path, split: str) -> ImageSet:
+def _cifar_folder(name: str, root: Path, split: str, skip_bad_images: bool) -> ImageSet:
     """An image-folder root ``train/<class>/*``, ``test/<class>/*`` with 32x32 images, decoded
-    into memory once (then cached, see :func:`~resnetlab.data.images.cached_decode`)."""
+    into memory once (then cached, see :func:`~resnetlab.data.images.cached_decode`); with
+    ``skip_bad_images`` the unreadable files are left out and named in ``skipped``."""
     folder = root / ("test" if split == "test" else "train")
     if not folder.is_dir():
         raise DataError(f"{root} has no {folder.name}/ folder (expected {root}/{folder.name}/<class>/<image>)")
@@ -337,12 +343,14 @@ def _cifar_folder(name: str, root: Path, split: str) -> ImageSet:
     if name == "cifar100" and len(classes) != 100:
         raise DataError(f"{folder}: {len(classes)} class folders, CIFAR-100 has 100")
     # Canonical CIFAR order is alphabetical for both sets (batches.meta), which is the scan's order.
-    images = cached_decode(paths, targets, size=(32, 32))
-    full = ImageSet(name, classes, targets, images=images)
+    skipped: dict[int, str] = {}
+    images = cached_decode(paths, targets, size=(32, 32), skipped=skipped if skip_bad_images else None)
+    full = ImageSet(name, classes, [t for i, t in enumerate(targets) if i not in skipped], images=images)
+    full.skipped = list(skipped.values())
     return _holdout(full, split) if split != "test" else full
 
 
-def _cifar(name: str, root: Path, split: str) -> ImageSet:
+def _cifar(name: str, root: Path, split: str, skip_bad_images: bool) -> ImageSet:
     if not root.is_dir():
         raise DataError(f"{name} folder not found: {root}")
     published = {"cifar10": ("cifar-10-batches-py", "data_batch_1"), "cifar100": ("cifar-100-python", "train")}
@@ -351,7 +359,7 @@ def _cifar(name: str, root: Path, split: str) -> ImageSet:
         if (candidate / marker).is_file():
             return _cifar_batches(name, candidate, split)
     if (root / "train").is_dir() or (root / "test").is_dir():
-        return _cifar_folder(name, root, split)
+        return _cifar_folder(name, root, split, skip_bad_images)
     raise DataError(f"{root} is neither a {subdir} python-batches folder nor an image-folder root "
                     f"with train/<class>/* or test/<class>/*")
 

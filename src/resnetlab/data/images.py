@@ -8,15 +8,17 @@ CMYK converted, 16-bit images scaled (not clipped) to 8 bits, and transparent pi
 onto white.
 
 Every failure a user's files can cause is a :class:`DataError` naming the path: a missing or
-empty folder, a file that is not an image, a truncated image, or a decompression bomb (an
-image larger than :data:`MAX_IMAGE_PIXELS`, checked from the header before any pixel is
-decoded). Callers that skip bad images (training with ``skip_bad_images``) catch it and count.
+empty folder, or (an :class:`ImageError`) a file that is not an image, a truncated image, or a
+decompression bomb (an image larger than :data:`MAX_IMAGE_PIXELS`, checked from the header
+before any pixel is decoded). Callers that skip bad images (training with ``skip_bad_images``)
+catch it, count and name it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import itertools
 import os
 import warnings
@@ -29,8 +31,8 @@ import PIL
 import torch
 from PIL import Image, ImageOps
 
-from ..errors import DataError
-from ..files import atomic_save
+from ..errors import DataError, ImageError
+from ..files import atomic_save, atomic_write_text
 
 __all__ = [
     "DECODER_VERSION",
@@ -94,11 +96,11 @@ def _read(path: str | Path) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not an image") from None
+        raise ImageError(f"{path}: is a directory, not an image") from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _open(data: bytes, path: str | Path) -> Image.Image:
@@ -109,13 +111,16 @@ def _open(data: bytes, path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is below
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:  # beyond twice Pillow's own limit
-        raise DataError(f"{path}: image too large (decompression bomb?)") from None
+        raise ImageError(f"{path}: image too large (decompression bomb?)") from None
+    except Image.UnidentifiedImageError:  # its message names an in-memory buffer, not the file
+        raise ImageError(f"{path}: not a readable image (its {len(data)} bytes are in none of the formats Pillow "
+                         f"reads; expected {', '.join(e.lstrip('.').upper() for e in IMAGE_EXTENSIONS)})") from None
     except Exception as exc:  # Pillow raises many types for junk files
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         image.close()
-        raise DataError(f"{path}: image of {width}x{height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
+        raise ImageError(f"{path}: image of {width}x{height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
                         f"(decompression bomb?); raise RESNETLAB_MAX_IMAGE_PIXELS to allow it")
     return image
 
@@ -139,7 +144,7 @@ def _decode_array(path: str | Path) -> np.ndarray:
         try:
             return _to_rgb(image)
         except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError ... for damaged data
-            raise DataError(f"{path}: corrupt or truncated image ({exc.__class__.__name__}: {exc})") from None
+            raise ImageError(f"{path}: corrupt or truncated image ({exc.__class__.__name__}: {exc})") from None
 
 
 def decode_image(path: str | Path) -> torch.Tensor:
@@ -151,28 +156,49 @@ def decode_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(_decode_array(path).transpose(2, 0, 1)))
 
 
-def decode_images(paths: Sequence[str], size: tuple[int, int] | None = None) -> torch.Tensor:
+def _decode_or_error(path: str) -> np.ndarray | str:
+    """:func:`_decode_array`, or the message of its :class:`DataError`."""
+    try:
+        return _decode_array(path)
+    except DataError as exc:
+        return str(exc)
+
+
+def decode_images(paths: Sequence[str], size: tuple[int, int] | None = None,
+                  skipped: dict[int, str] | None = None) -> torch.Tensor:
     """Decode many same-sized images with :func:`decode_image` into one uint8 tensor ``N x 3 x H x W``.
 
-    A file of another size than the first (or than ``size``, ``(H, W)``) is a :class:`DataError`
-    naming it.
+    A file that cannot be decoded, or of another size than the first (or than ``size``, ``(H, W)``),
+    is a :class:`DataError` naming it; given a ``skipped`` dict, such files are left out instead and
+    recorded there (index in ``paths`` -> message), and the tensor holds the others in order.
     """
     if not paths:
         raise DataError("no images to decode")
+    expected = tuple(size) if size is not None else None
+    out: np.ndarray | None = None
+    kept = 0
     pool = ThreadPoolExecutor(_DECODE_THREADS)
     try:
-        arrays = pool.map(_decode_array, paths)
-        first = next(arrays)
-        expected = tuple(size) if size is not None else first.shape[:2]
-        out = np.empty((len(paths), *expected, 3), dtype=np.uint8)
-        for i, (array, path) in enumerate(zip(itertools.chain([first], arrays), paths)):
-            if array.shape[:2] != expected:
-                raise DataError(f"{path}: image is {array.shape[1]}x{array.shape[0]}, expected "
-                                f"{expected[1]}x{expected[0]} like the rest of the data set")
-            out[i] = array
+        for i, (array, path) in enumerate(zip(pool.map(_decode_or_error, paths), paths)):
+            if isinstance(array, np.ndarray):
+                expected = expected or array.shape[:2]
+                if array.shape[:2] != expected:
+                    array = (f"{path}: image is {array.shape[1]}x{array.shape[0]}, expected {expected[1]}x"
+                             f"{expected[0]} like the rest of the data set")
+            if isinstance(array, str):
+                if skipped is None:
+                    raise ImageError(array)
+                skipped[i] = array
+                continue
+            if out is None:
+                out = np.empty((len(paths), *expected, 3), dtype=np.uint8)
+            out[kept] = array
+            kept += 1
     finally:
         pool.shutdown(cancel_futures=True)  # a bad file stops the decode of the rest
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    if out is None:
+        raise DataError(f"none of the {len(paths)} images could be decoded; the first: {skipped[0]}")
+    return torch.from_numpy(out[:kept]).permute(0, 3, 1, 2).contiguous()
 
 
 def cache_dir() -> Path:
@@ -197,29 +223,43 @@ def _fingerprint(paths: Sequence[str], targets: Sequence[int]) -> str:
     return digest.hexdigest()[:32]
 
 
-def cached_decode(paths: Sequence[str], targets: Sequence[int], size: tuple[int, int] | None = None) -> torch.Tensor:
+def cached_decode(paths: Sequence[str], targets: Sequence[int], size: tuple[int, int] | None = None,
+                  skipped: dict[int, str] | None = None) -> torch.Tensor:
     """:func:`decode_images`, memoised on disk under :func:`cache_dir`, keyed by the decoder and
-    the files' names, sizes, mtimes and labels (see :func:`_fingerprint`).
+    the files' names, sizes, mtimes and labels (see :func:`_fingerprint`); ``skipped`` as there.
 
-    The cache is a plain ``.npy`` array (read with ``allow_pickle=False``), written atomically;
-    an unwritable cache folder only costs the decode next time.
+    The cache is a plain ``.npy`` array (read with ``allow_pickle=False``), written atomically,
+    with the unreadable files of a skipping decode beside it (``.skipped.json``: a decode that
+    does not skip is refused their first one, as decoding again would be); an unwritable cache
+    folder only costs the decode next time.
     """
     path = cache_dir() / "decoded" / f"{_fingerprint(paths, targets)}.npy"
+    bad_path = path.with_suffix(".skipped.json")
     if path.is_file():
         try:
+            bad = {int(i): str(m) for i, m in json.loads(bad_path.read_text()).items()} if bad_path.is_file() else {}
             array = np.load(path, allow_pickle=False)
-            if array.dtype == np.uint8 and array.ndim == 4 and array.shape[0] == len(paths):
+            if array.dtype == np.uint8 and array.ndim == 4 and array.shape[0] == len(paths) - len(bad):
+                if bad and skipped is None:
+                    raise ImageError(bad[min(bad)])
+                if skipped is not None:
+                    skipped.update(bad)
                 return torch.from_numpy(array)
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass  # a damaged cache entry is rebuilt below
-    images = decode_images(paths, size)
+    found: dict[int, str] = {}
+    images = decode_images(paths, size, skipped=found if skipped is not None else None)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a bare name
             np.save(f, images.numpy(), allow_pickle=False)
 
     try:
+        if found:
+            atomic_write_text(bad_path, json.dumps(found))
         atomic_save(path, write)
     except OSError:
         pass  # an unwritable cache folder only costs the decode next time
+    if skipped is not None:
+        skipped.update(found)
     return images

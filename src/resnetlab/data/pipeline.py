@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ImageError
 from .datasets import ImageSet
 from .transforms import (center_view, crop_flip, draw_crop_flip, normalize, pad_crop_flip, pca_lighting,
                          random_resized_crop_flip, scale_crop_flip, square_crop_flip)
@@ -127,16 +127,17 @@ class TrainBatches:
     """The training batches of a run from step ``start`` on: normalized float tensors on the
     device, this process's slice of every global batch of ``batch_size`` images.
 
-    ``skipped`` counts unreadable images left out (``skip_bad_images``); without it the first one
-    raises its :class:`DataError`.
+    ``skipped`` names the unreadable images left out (``skip_bad_images``; one message per file,
+    each passed to ``on_skip`` when first met); without it the first one raises its :class:`DataError`.
     """
 
     def __init__(self, data: ImageSet, pipeline: Pipeline, *, batch_size: int, seed: int, mean: Any, std: Any,
                  device: torch.device, channels_last: bool, rank: int = 0, world: int = 1,
-                 num_workers: int = 0, skip_bad_images: bool = False) -> None:
+                 num_workers: int = 0, skip_bad_images: bool = False,
+                 on_skip: Callable[[str], None] | None = None) -> None:
         self.data, self.pipeline, self.batch_size, self.seed = data, pipeline, batch_size, seed
         self.device, self.channels_last, self.rank, self.world = device, channels_last, rank, world
-        self.num_workers, self.skip_bad_images = num_workers, skip_bad_images
+        self.num_workers, self.skip_bad_images, self.on_skip = num_workers, skip_bad_images, on_skip
         self.steps_per_epoch = len(data) // batch_size
         if self.steps_per_epoch < 1:
             raise ConfigError(f"batch_size {batch_size} is larger than the {len(data)} training images")
@@ -146,7 +147,7 @@ class TrainBatches:
         self.targets = data.targets.to(device)
         self.images = data.images.to(device) if pipeline.batched else None
         self._order: tuple[int, torch.Tensor] | None = None
-        self.skipped = 0
+        self.skipped: list[str] = []
 
     def indices(self, step: int) -> torch.Tensor:
         """This process's image indices of ``step``."""
@@ -188,8 +189,12 @@ class TrainBatches:
                             pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.num_workers else None)
         for step, (x, y, errors) in enumerate(loader, start):
             if errors and not self.skip_bad_images:
-                raise DataError(errors[0])
-            self.skipped += len(errors)
+                raise ImageError(errors[0])
+            for error in errors:
+                if error not in self.skipped:
+                    self.skipped.append(error)
+                    if self.on_skip is not None:
+                        self.on_skip(error)
             if len(y) == 0:
                 continue
             yield self._finish(x.to(self.device, non_blocking=True), step), y.to(self.device, non_blocking=True)

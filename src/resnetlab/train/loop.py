@@ -27,7 +27,7 @@ from ..config import apply_overrides, parse_overrides
 from ..data.datasets import ImageSet, open_dataset, open_train_val, stratified_sample
 from ..data.pipeline import Pipeline, TrainBatches, choose_pipeline
 from ..device import keep_freed_memory, resolve_device
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, ImageError, TrainingError
 from ..evaluate import evaluate
 from ..machine import choose_threads
 from ..recipes import TrainConfig, get_recipe
@@ -38,6 +38,10 @@ from .schedule import Schedule
 from .state import StepFn, TrainState, build, make_train_step
 
 __all__ = ["RunResult", "Hook", "Meter", "train", "train_recipe", "run_steps", "input_normalization"]
+
+#: unreadable images named on stderr one by one (``metrics.jsonl`` names every one)
+_SKIPS_SHOWN = 10
+_SKIP_HINT = "skip_bad_images=true leaves such files out and names them"
 
 
 @dataclass
@@ -51,7 +55,8 @@ class RunResult:
     weights: Path | None  # runfolder.FINAL (None when interrupted)
     interrupted: bool
     seconds: float
-    skipped_images: int = 0
+    skipped_images: int = 0  # unreadable images left out (skip_bad_images), each named in ``skipped``
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -141,11 +146,15 @@ def input_normalization(cfg: TrainConfig, train: ImageSet) -> tuple[Any, Any]:
 
 def _open_data(cfg: TrainConfig, data: str) -> tuple[ImageSet, ImageSet | None]:
     """The training images (a fixed class-balanced ``train_subset`` if set) and the validation set."""
-    if cfg.val == "holdout":
-        train_set, val_set = open_train_val(data)
-    else:
-        train_set = open_dataset(data, "train")
-        val_set = open_dataset(data, "test") if cfg.val == "test" else None
+    skip = cfg.skip_bad_images
+    try:
+        if cfg.val == "holdout":
+            train_set, val_set = open_train_val(data, skip)
+        else:
+            train_set = open_dataset(data, "train", skip)
+            val_set = open_dataset(data, "test", skip) if cfg.val == "test" else None
+    except ImageError as exc:  # met while a data set is decoded into memory
+        raise ImageError(f"{exc}; {_SKIP_HINT}") from None
     if cfg.train_subset is not None:
         train_set = train_set.subset(stratified_sample(train_set.targets, cfg.train_subset))
     return train_set, val_set
@@ -171,9 +180,10 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int, processes: Processes) -> S
 
 
 def _validate(model: nn.Module, val: ImageSet | None, crop: int, mean: Any, std: Any, device: torch.device,
-              processes: Processes) -> float | None:
+              processes: Processes, on_skip: Callable[[str], None] | None = None) -> float | None:
     """Top-1 error of ``model`` on ``val``, each process evaluating its share: the single view of
-    in-memory images of the training crop's size ("full", section 4.2), else the centre view."""
+    in-memory images of the training crop's size ("full", section 4.2), else the centre view.
+    With ``on_skip``, unreadable images are left out and each passed to it."""
     if val is None or len(val) == 0:
         return None
     processes.share_buffers(model)
@@ -183,8 +193,11 @@ def _validate(model: nn.Module, val: ImageSet | None, crop: int, mean: Any, std:
     correct = seen = 0
     if len(share):
         result = evaluate(model, share, protocol=protocol, mean=mean, std=std, input_size=(3, crop, crop),
-                          batch_size=256, device=device, progress=False, num_workers=0 if in_memory else None)
+                          batch_size=256, device=device, progress=False, num_workers=0 if in_memory else None,
+                          skip_bad_images=on_skip is not None)
         correct, seen = result["correct"], result["n"]
+        for message in result.get("skipped", []):
+            on_skip(message)
     correct, seen = processes.all_sum([correct, seen])
     return 1 - correct / seen
 
@@ -198,7 +211,7 @@ def _finish(model: nn.Module, cfg: TrainConfig, train_set: ImageSet, pipeline: P
                  std=torch.as_tensor(std).tolist(), classes=train_set.classes,
                  source=f"resnetlab train ({train_set.name})", input_size=(channels, pipeline.crop, pipeline.crop))
     curve = Curve.from_metrics(runfolder.read_metrics(out), cfg.model)
-    plot_curves({cfg.model: [curve]}, out / "curves.png", title=f"{cfg.model} on {train_set.name}")
+    plot_curves({cfg.model: [curve]}, out / runfolder.CURVES, title=f"{cfg.model} on {train_set.name}")
     return weights
 
 
@@ -247,6 +260,7 @@ class _Run:
         self.elapsed_before = 0.0
         self.val_err: float | None = None
         self.last_good = 0
+        self.skipped: list[str] = []  # unreadable images left out (skip_bad_images), one message each
 
     def run(self, resume: bool, progress: bool, provenance: dict[str, Any] | None) -> RunResult:
         cfg, out, procs = self.cfg, self.out, self.processes
@@ -269,7 +283,8 @@ class _Run:
                                                                 self.pipeline.batched else min(8, os.cpu_count() or 1))
         batches = TrainBatches(train_set, self.pipeline, batch_size=cfg.batch_size, seed=cfg.seed, mean=self.mean,
                                std=self.std, device=self.device, channels_last=cfg.channels_last, rank=procs.rank,
-                               world=procs.world, num_workers=workers, skip_bad_images=cfg.skip_bad_images)
+                               world=procs.world, num_workers=workers, skip_bad_images=cfg.skip_bad_images,
+                               on_skip=self._skip)
         self.steps_per_epoch = batches.steps_per_epoch
         schedule = _schedule(cfg, batches.steps_per_epoch, procs)
         torch.manual_seed(cfg.seed)
@@ -279,9 +294,13 @@ class _Run:
         threads = choose_threads(cfg.threads)  # before config.json, which records the machine
         if checkpoint is not None:
             self._restore(runfolder.load_checkpoint(checkpoint))
-        elif procs.main:
-            out.mkdir(parents=True, exist_ok=True)
-            runfolder.write_config(out, resolved, self.device, procs.world, provenance)
+            batches.skipped = list(self.skipped)
+        else:
+            if procs.main:
+                out.mkdir(parents=True, exist_ok=True)
+                runfolder.write_config(out, resolved, self.device, procs.world, provenance)
+            for message in train_set.skipped:  # left out when the data set was decoded
+                self._skip(message)
         total = schedule.total
         if self.state.step >= total and (out / runfolder.FINAL).is_file():
             return self._already_finished(total)
@@ -302,10 +321,12 @@ class _Run:
                                         total, stop.requested, bar)
         except torch.OutOfMemoryError:
             raise TrainingError(
-                f"out of memory on {self.device} at batch_size={cfg.batch_size} (step {self.state.step + 1}); the "
-                f"last checkpoint (step {self.last_good}) is kept. Try a smaller batch_size (with accumulate=K to "
-                "keep the batch), amp=bf16, channels_last=true, or a memory-efficient model "
-                '(DenseNet: model_kwargs={"memory_efficient":true})') from None
+                f"out of memory on {self.device} at batch_size={cfg.batch_size} (step {self.state.step + 1}); "
+                f"{self._kept()}. Try a smaller batch_size (with accumulate=K to keep the batch), amp=bf16, "
+                'channels_last=true, or a memory-efficient model (DenseNet: model_kwargs={"memory_efficient":true})'
+            ) from None
+        except ImageError as exc:  # an unreadable image met during the run (skip_bad_images=false)
+            raise ImageError(f"{exc} (step {self.state.step + 1}; {_SKIP_HINT}); {self._kept()}") from None
         finally:
             bar.close()
         if interrupted:
@@ -313,10 +334,10 @@ class _Run:
         weights = None
         if not interrupted and procs.main:
             weights = _finish(self.state.eval_model, cfg, train_set, self.pipeline, self.mean, self.std, out)
-            self.board.image("curves", out / "curves.png", self.state.step)
+            self.board.image("curves", out / runfolder.CURVES, self.state.step)
         self.board.close()
         return RunResult(out, self.state.step, total, self.val_err, weights, interrupted,
-                         time.perf_counter() - self.started, batches.skipped)
+                         time.perf_counter() - self.started, len(self.skipped), self.skipped)
 
     def _already_finished(self, total: int) -> RunResult:
         """``--resume`` of a run that had finished: nothing is trained or rewritten; the result is
@@ -327,7 +348,7 @@ class _Run:
             print(f"resnetlab: {self.out} already finished (step {self.state.step} of {total}); nothing to train",
                   file=sys.stderr)
         return RunResult(self.out, self.state.step, total, errors[-1] if errors else None,
-                         self.out / runfolder.FINAL, False, self.elapsed_before)
+                         self.out / runfolder.FINAL, False, self.elapsed_before, len(self.skipped), self.skipped)
 
     # --- hooks
 
@@ -339,8 +360,27 @@ class _Run:
         bad = self.meter.first_bad_loss()
         if bad is not None:
             at = self.state.step - len(self.meter.pending) + bad[0] + 1
-            raise TrainingError(f"loss became {bad[1]} at step {at}; stopped. The last good checkpoint (step "
-                                f"{self.last_good}) is kept in {self.out}; try a lower lr or amp=off")
+            raise TrainingError(f"loss became {bad[1]} at step {at}; stopped: {self._kept()}. Try a lower lr or "
+                                "amp=off")
+
+    def _skip(self, message: str) -> None:
+        """An unreadable image left out (``skip_bad_images``): named on stderr (the first ten) and,
+        each one once, in ``metrics.jsonl`` (``{"step", "skipped"}``)."""
+        if message in self.skipped:
+            return
+        self.skipped.append(message)
+        if self.processes.main and len(self.skipped) <= _SKIPS_SHOWN:
+            print(f"resnetlab: skipped an unreadable image: {message}", file=sys.stderr)
+        elif self.processes.main and len(self.skipped) == _SKIPS_SHOWN + 1:
+            print(f"resnetlab: more unreadable images skipped: {self.out / runfolder.METRICS} names each",
+                  file=sys.stderr)
+        self.metrics.write({"step": self.state.step, "skipped": message})
+
+    def _kept(self) -> str:
+        """What a run that stops now leaves, and the command that goes on from there."""
+        if self.last_good == 0 and not (self.out / runfolder.CHECKPOINT).is_file():
+            return f"no checkpoint was written yet, so the same command starts {self.out} again"
+        return f"the last good checkpoint (step {self.last_good}) is kept in {self.out}: continue with --resume"
 
     def _log(self) -> None:
         self._guard()
@@ -353,7 +393,7 @@ class _Run:
 
     def _evaluate(self) -> None:
         self.val_err = _validate(self.state.eval_model, self.val_set, self.pipeline.crop, self.mean, self.std,
-                                 self.device, self.processes)
+                                 self.device, self.processes, self._skip if self.cfg.skip_bad_images else None)
         self.state.model.train()
         if self.val_err is not None:
             self.metrics.write({"step": self.state.step, "val_err": self.val_err, "time": self._elapsed()})
@@ -368,7 +408,7 @@ class _Run:
                 **self.state.state_dict(), "meter": self.meter.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-                "metrics_offset": self.metrics.offset(), "elapsed": self._elapsed()})
+                "metrics_offset": self.metrics.offset(), "elapsed": self._elapsed(), "skipped": self.skipped})
         self.last_good = self.state.step
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -378,6 +418,7 @@ class _Run:
         if self.device.type == "cuda" and saved.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(saved["rng_cuda"], self.device)
         self.elapsed_before = float(saved["elapsed"])
+        self.skipped = list(saved.get("skipped", []))
         self.started = time.perf_counter()
         self.last_good = self.state.step
         self.metrics.truncate(int(saved["metrics_offset"]))
