@@ -284,3 +284,22 @@ def test_predict_predicts_the_good_images_and_names_the_bad_one(tmp_path: Path, 
     assert main([*argv, "--json"]) == 2
     results = json.loads(capsys.readouterr().out)
     assert [sorted(r) for r in results] == [["image", "top"], ["error", "image"], ["image", "top"]]
+
+
+def test_an_unreadable_image_in_eval_is_one_line_not_a_worker_traceback(tmp_path: Path, capsys) -> None:
+    """Decoded in a data-loader worker, the error reached the user as 'Caught DataError in DataLoader worker
+    process 0' with the worker's traceback."""
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_weights(create_model("cifar_resnet20", num_classes=2), weights, mean=[0.5] * 3, std=[0.25] * 3,
+                 classes=["a", "b"], input_size=(3, 32, 32))
+    for name in ("a", "b"):
+        (tmp_path / "data" / "test" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / "test" / name / f"{i}.png")
+    bad = tmp_path / "data" / "test" / "b" / "1.png"
+    bad.write_text("not a png")
+    assert main(["eval", str(weights), "--data", f"folder={tmp_path / 'data'}", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"resnetlab: error: {bad}: not a readable image")
+    assert "Traceback" not in err and "worker" not in err
