@@ -133,6 +133,9 @@ def test_bag_of_tricks_table5(meta_model):
     pool, conv, _ = d.layer2[0].downsample
     assert isinstance(pool, nn.AvgPool2d) and (pool.kernel_size, pool.stride) == (2, 2) and conv.stride == (1, 1)
     assert isinstance(d.layer1[0].downsample[0], nn.Identity)  # conv2_x keeps the resolution
+    features = create_model("resnet50d", features_only=True, out_indices=(0, 1, 2, 3, 4), widths=[8, 16, 32, 64])
+    assert features.feature_info.module_name() == ["conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x"]
+    assert features.feature_info.reduction() == [2, 4, 8, 16, 32]
 
 
 def test_the_2015_nets_are_unchanged_by_the_switches(meta_model):

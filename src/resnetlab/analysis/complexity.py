@@ -91,7 +91,7 @@ def _layer_lines(model: nn.Module, input_size: tuple[int, int, int]) -> list[str
             what = type(module).__name__
         label = f"{key} ({stage_alias[key]})" if key in stage_alias else key
         n_params = sum(p.numel() for p in module.parameters())
-        lines.append(f"{label:22s} {what:34s} -> {'x'.join(map(str, shapes[key])):14s} {n_params:>12,d} params")
+        lines.append(f"{label:22s} {what:38s} -> {'x'.join(map(str, shapes[key])):14s} {n_params:>12,d} params")
     return lines
 
 

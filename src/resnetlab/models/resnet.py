@@ -242,7 +242,7 @@ class ResNet(nn.Module):
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.stage_names: list[str] = []
         #: module name -> the paper's Table 1 stage name (ImageNet nets only)
-        self.paper_stage_names = {v: k for k, v in STAGE_NAMES.items()} if stem == "imagenet" else {}
+        self.paper_stage_names = {v: k for k, v in STAGE_NAMES.items()} if stem != "cifar" else {}
         for i, (planes, blocks) in enumerate(zip(widths, layers)):
             name = f"layer{i + 1}"
             # The first stage keeps the resolution (the max pool or the 32x32 input already
