@@ -70,7 +70,10 @@ def test_table1_beside_the_paper(tmp_path) -> None:
 
 def test_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert main(["reproduce", "table9", "--out", str(tmp_path)]) == 2
-    assert "unknown experiment 'table9'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice: 'table9'" in err and "'table7', 'table8'" in err
+    assert main(["reproduce"]) == 2  # it said `key=value` was required
+    assert "the following arguments are required: EXPERIMENT\n" in capsys.readouterr().err
     assert main(["reproduce", "table1", "depth=20", "--out", str(tmp_path)]) == 2
     assert "unknown key(s) depth" in capsys.readouterr().err
     assert main(["reproduce", "fig6", "depths=[20,21]", "--out", str(tmp_path)]) == 2
@@ -109,7 +112,8 @@ def test_shortened_cifar_experiments_end_to_end(tmp_path) -> None:
     for name in ("fig6", "cifar_table6", "fig7"):
         run_experiment(name, short, data="digits", out=tmp_path)
     run_experiment("gradients", short + ["grad_at=[0,4]"], data="digits", out=tmp_path)
-    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())  # beside each: <run>.lock
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert not list((tmp_path / "runs").glob("*.lock"))  # the run locks are gone with their holders
     # eval_every is in the run's identity (it drives the plateau schedule; not a result-neutral key)
     assert runs == ["cifar_plain20-seed0-digits-it4-batch_size32-eval_every4",
                     "cifar_resnet20-seed0-digits-it4-batch_size32-eval_every4"]

@@ -332,8 +332,11 @@ def _choose_threads(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
-    args = parse_args(argv)
+    """Run the CLI; returns the process exit code (2 for a command line argparse refuses)."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse's error (it has printed the usage and the message) or --help
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         _choose_threads(args)
         args.func(args)

@@ -9,7 +9,8 @@ compared with the one wanted by :func:`resnetlab.recipes.result_changes`, which 
 :class:`~resnetlab.errors.ConfigError` naming every differing key: a run trained on other data
 or with other settings is never read as this one, and never silently trained a second time
 beside it (which would cost hours and hide why).  While a command reads or trains a run it
-holds ``<run>.lock`` beside the folder, so two commands on one root never train one run at once.
+holds ``<run>.lock`` beside the folder (removed when it is done), so two commands on one root never
+train one run at once.
 
 Whether a run used the paper's recipe is decided once, when the run is created, and written
 into its ``config.json`` as ``provenance`` (:func:`provenance`); :func:`run_summary` and the
@@ -141,15 +142,30 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
 @contextlib.contextmanager
 def _only_process(run_dir: Path) -> Iterator[None]:
     """Hold ``<run_dir>.lock`` (an advisory ``flock``, released when the process ends, even if it is
-    killed): two reproduce commands on one root never train, resume or read one run at once."""
+    killed): two reproduce commands on one root never train, resume or read one run at once. The
+    holder removes the file when it is done, so no lock files stay beside the runs (a killed holder
+    leaves its file, which the next command takes over)."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.with_name(run_dir.name + ".lock"), "a") as lock:
+    path = run_dir.with_name(run_dir.name + ".lock")
+    while True:
+        lock = open(path, "a")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock.close()
             raise ConfigError(f"{run_dir} is being trained by another process; run this command again when "
                               "that one has finished") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
+                break  # the file at the path is the one locked (not one its last holder removed meanwhile)
+        except FileNotFoundError:
+            pass
+        lock.close()
+    try:
         yield
+    finally:
+        path.unlink(missing_ok=True)
+        lock.close()
 
 
 def ensure_run(config: TrainConfig, data: str, run_dir: Path, made_by: dict[str, Any]) -> Path:
