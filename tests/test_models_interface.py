@@ -101,7 +101,7 @@ def test_features_and_detection_backbone(name, kwargs, side):
 
 
 @pytest.mark.parametrize("name, kwargs, timm_name", [
-    ("cifar_preact_resnet", {"depth": 11, "bottleneck": True}, None),
+    ("cifar_preact_resnet", {"depth": 11, "bottleneck": True, "variant": "v1.5"}, None),
     ("resnet18d", {}, "resnet18d"),
     ("wrn", {"depth": 10, "widen_factor": 1}, None),
 ])
@@ -115,6 +115,8 @@ def test_hub_folder(tmp_path, name, kwargs, timm_name):
                                                      "He et al. 2019": "arXiv:1812.01187",
                                                      "Zagoruyko & Komodakis 2016": "arXiv:1605.07146"}[
         info.paper.split(",")[0]]
+    card = (folder / "README.md").read_text()
+    assert info.paper in card and ("strides on its 3x3 conv" in card) == ("variant" in kwargs)
     rebuilt = resnetlab.from_pretrained(folder)
     assert rebuilt.pretrained_cfg["architecture"] == name and rebuilt.pretrained_meta.kwargs == {**kwargs,
                                                                                                "num_classes": 3}

@@ -31,7 +31,7 @@ from .data.transforms import resize_side
 from .errors import ConfigError, WeightsError
 from .evaluate import default_protocol
 from .files import atomic_write_text
-from .models.resnet import IMAGENET_WIDTHS, Bottleneck
+from .models.resnet import IMAGENET_WIDTHS
 from .registry import model_info
 from .weights import WeightsMeta, load_weights, read_meta, save_weights
 
@@ -239,7 +239,7 @@ def model_card(meta: WeightsMeta, model: nn.Module, evaluation: Sequence[Mapping
             continue
         if key == "widths":
             text = f"stage widths {list(value)} instead of Table 1's {list(IMAGENET_WIDTHS)}"
-        elif key == "variant" and getattr(model, "block", None) is not Bottleneck:
+        elif key == "variant" and getattr(getattr(model, "block", None), "expansion", 1) == 1:  # not a bottleneck
             text = "no effect on basic blocks (it places the stride of a downsampling bottleneck)"
         else:
             text = _ARGUMENT_TEXT.get((key, value)) if isinstance(value, (str, int, float, bool)) else None
