@@ -111,10 +111,13 @@ def test_train_eval_score_on_a_voc_folder(tmp_path, capsys):
     from test_detection import TINY  # the tiny detector of the detection tests
 
     root = voc_folder(tmp_path / "set", 10)
+    (root / "notes.xml").write_text("<annotation/>")  # no image of that name: left out and named
     run = tmp_path / "run"
     assert main(["detect", "train", "shapes_demo", *TINY, "batch_size=2", "iterations=2", "milestones=[]",
                  "warmup_iterations=0", "log_every=1", "checkpoint_every=2", "--data", f"voc={root}",
                  "--out", str(run)]) == 0
+    assert f"voc={root} train: 1 file left out: {root / 'notes.xml'}: no image of the same name" in \
+        capsys.readouterr().err
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == f"voc={root}" and config["provenance"]["departures"] == []  # shapes_demo is ours
     assert config["provenance"]["splits"] == {"train": "train", "val": "val"}

@@ -155,7 +155,8 @@ def _note_left_out(spec: str, data: DetectionSet) -> None:
     """One line on stderr naming the files the reader left out (unpaired or corrupt), if any."""
     if data.left_out:
         shown = "; ".join(data.left_out[:3]) + ("; ..." if len(data.left_out) > 3 else "")
-        print(f"resnetlab: {spec} {data.split}: {len(data.left_out)} files left out: {shown}", file=sys.stderr)
+        count = f"{len(data.left_out)} file{'s' if len(data.left_out) > 1 else ''}"
+        print(f"resnetlab: {spec} {data.split}: {count} left out: {shown}", file=sys.stderr)
 
 
 def _param_groups(detector: nn.Module, cfg: DetectConfig) -> list[dict[str, Any]]:
