@@ -159,3 +159,5 @@ def test_refusals():
         create_model("resnet50d", variant="v1")
     with pytest.raises(ConfigError, match="groups must be a positive integer"):
         resnet(50, groups=0)
+    with pytest.raises(ConfigError, match="no channel per group"):
+        create_model("resnet50", groups=32, width_per_group=4, widths=[8, 16, 32, 64])

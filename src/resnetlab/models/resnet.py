@@ -127,6 +127,9 @@ class Bottleneck(nn.Module):
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if variant == "v1" else (1, stride)
         width = int(planes * (base_width / 64.0)) * groups
+        if width < 1:
+            raise ConfigError(f"width_per_group={base_width} leaves no channel per group at {planes} planes; "
+                              "widen the stages or the groups")
         self.conv1 = conv1x1(in_planes, width, stride_1x1)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width, stride_3x3, groups)
