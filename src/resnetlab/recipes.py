@@ -44,7 +44,7 @@ class TrainConfig:
     flip: bool = True  # random horizontal flip, every augmentation (sections 3.4, 4.2)
     crop: int | None = None  # training crop side; None: in-memory images' own size, 224 for folders
     normalization: Literal["per_pixel_mean", "per_channel"] = "per_pixel_mean"
-    mean: tuple[float, ...] = CIFAR10_MEAN  # per_channel: subtracted; per_pixel_mean: computed from the data
+    mean: tuple[float, ...] = CIFAR10_MEAN  # per_channel: subtracted; per_pixel_mean: from the data (mean= refused)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)  # divisor after the mean subtraction
     # --- optimisation
     batch_size: int = 128
