@@ -303,3 +303,17 @@ def test_an_unreadable_image_in_eval_is_one_line_not_a_worker_traceback(tmp_path
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(f"resnetlab: error: {bad}: not a readable image")
     assert "Traceback" not in err and "worker" not in err
+
+
+def test_hub_export_of_a_trained_run_carries_its_validation(tmp_path: Path, capsys) -> None:
+    """`export --format hub` wrote "evaluation": [] even for a trained run with validation results."""
+    out = tmp_path / "run"
+    assert main(["train", "demo", "--out", str(out), *SHORT]) == 0
+    assert main(["export", str(out / "final.safetensors"), "--format", "hub", "-o", str(tmp_path / "hub")]) == 0
+    (evaluation,) = json.loads((tmp_path / "hub" / "config.json").read_text())["evaluation"]
+    last = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "val_err" in r][-1]
+    assert evaluation == {"dataset": "digits", "split": "val", "protocol": "full", "n": last["val_n"],
+                          "top1_err": last["val_err"], "top5_err": last["val_top5_err"], "step": 2,
+                          "source": "validation of the training run run at step 2"}
+    assert last["val_n"] == 144  # the digits hold-out
+    assert "No evaluation results" not in (tmp_path / "hub" / "README.md").read_text()

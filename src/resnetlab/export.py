@@ -9,6 +9,7 @@ graph is run once and compared with PyTorch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -18,9 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import runfolder
 from .errors import ConfigError
 from .files import atomic_save
-from .hub import from_pretrained, save_pretrained
+from .hub import META_KEYS, from_pretrained, save_pretrained
 from .weights import WeightsMeta, load_weights
 
 __all__ = ["FORMATS", "export", "onnx_max_abs_diff", "to_onnx"]
@@ -90,8 +92,17 @@ def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, x: torch.Tensor
     return float((torch.from_numpy(got) - want).abs().max())
 
 
+def _hub_meta(meta: WeightsMeta, weights: Path) -> dict[str, Any]:
+    """What a hub folder records of ``weights``: its metadata and, for the final weights of a
+    training run, the run's last validation (the model card's evaluation)."""
+    fields = {k: v for k, v in dataclasses.asdict(meta).items() if k in META_KEYS}
+    validation = runfolder.last_validation(weights.parent) if weights.name == runfolder.FINAL else None
+    return dict(fields, evaluation=[validation] if validation is not None else [])
+
+
 def export(weights: str | os.PathLike, fmt: str, out: str | os.PathLike) -> dict[str, Any]:
     """Export the weights file ``weights`` as ``fmt`` (``onnx``, ``torchscript`` or ``hub``: a folder) to ``out``.
+    A hub folder made from a run folder's ``final.safetensors`` records the run's last validation.
 
     Returns ``{"model", "format", "out", "max_abs_diff"}``: the output difference against
     PyTorch on a batch of 3 random inputs (a batch size other than the traced one, which
@@ -112,7 +123,7 @@ def export(weights: str | os.PathLike, fmt: str, out: str | os.PathLike) -> dict
             to_onnx(model, _example(meta), out, meta.to_metadata())
             diff = onnx_max_abs_diff(out, model, x)
         elif fmt == "hub":
-            save_pretrained(model, out, meta)
+            save_pretrained(model, out, _hub_meta(meta, Path(weights)))
             rebuilt = from_pretrained(out)
             with torch.inference_mode():
                 diff = float((rebuilt(x) - model(x)).abs().max())

@@ -26,7 +26,7 @@ from .machine import describe
 from .recipes import result_changes
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "FINAL", "TENSORBOARD", "CURVES", "STARTED_FILES", "prepare", "write_config", "saved_config", "MetricsLog",
-           "save_checkpoint", "load_checkpoint", "read_metrics"]
+           "save_checkpoint", "load_checkpoint", "read_metrics", "last_validation"]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -157,6 +157,25 @@ def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
+
+
+def last_validation(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's last validation as an evaluation result (the keys of ``resnetlab eval``'s JSON
+    line: ``dataset split protocol n top1_err top5_err``, plus ``step`` and ``source``), for
+    the model card of its weights; None when ``metrics.jsonl`` records none with its image count."""
+    out = Path(out_dir)
+    records = [r for r in read_metrics(out) if r.get("val_n")]
+    try:
+        config = json.loads((out / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    if not records or not isinstance(config, dict):
+        return None
+    last = records[-1]
+    return {"dataset": str(config.get("data", "")).partition("=")[0], "split": "test" if config.get("val") == "test"
+            else "val", "protocol": last["val_protocol"], "n": last["val_n"], "top1_err": last["val_err"],
+            "top5_err": last["val_top5_err"], "step": last["step"],
+            "source": f"validation of the training run {out.name} at step {last['step']}"}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

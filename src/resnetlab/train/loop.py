@@ -180,26 +180,29 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int, processes: Processes) -> S
 
 
 def _validate(model: nn.Module, val: ImageSet | None, crop: int, mean: Any, std: Any, device: torch.device,
-              processes: Processes, on_skip: Callable[[str], None] | None = None) -> float | None:
-    """Top-1 error of ``model`` on ``val``, each process evaluating its share: the single view of
-    in-memory images of the training crop's size ("full", section 4.2), else the centre view.
-    With ``on_skip``, unreadable images are left out and each passed to it."""
+              processes: Processes, on_skip: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """``{"val_err", "val_top5_err", "val_n", "val_protocol"}`` of ``model`` on ``val``, each process
+    evaluating its share: the single view of in-memory images of the training crop's size
+    ("full", section 4.2), else the centre view. With ``on_skip``, unreadable images are left out
+    and each passed to it."""
     if val is None or len(val) == 0:
         return None
     processes.share_buffers(model)
     in_memory = val.images is not None
     protocol = "full" if in_memory and tuple(val.images.shape[-2:]) == (crop, crop) else "center"
     share = val.subset(torch.arange(processes.rank, len(val), processes.world))
-    correct = seen = 0
+    correct = correct5 = seen = 0
     if len(share):
         result = evaluate(model, share, protocol=protocol, mean=mean, std=std, input_size=(3, crop, crop),
                           batch_size=256, device=device, progress=False, num_workers=0 if in_memory else None,
                           skip_bad_images=on_skip is not None)
         correct, seen = result["correct"], result["n"]
+        correct5 = round(result["top5_acc"] * seen)
         for message in result.get("skipped", []):
             on_skip(message)
-    correct, seen = processes.all_sum([correct, seen])
-    return 1 - correct / seen
+    correct, correct5, seen = (int(v) for v in processes.all_sum([correct, correct5, seen]))
+    return {"val_err": (seen - correct) / seen, "val_top5_err": (seen - correct5) / seen, "val_n": seen,
+            "val_protocol": protocol}
 
 
 def _finish(model: nn.Module, cfg: TrainConfig, train_set: ImageSet, pipeline: Pipeline, mean: Any, std: Any,
@@ -392,11 +395,12 @@ class _Run:
                                   "train/lr": record["lr"], "train/img_s": record["img_s"]})
 
     def _evaluate(self) -> None:
-        self.val_err = _validate(self.state.eval_model, self.val_set, self.pipeline.crop, self.mean, self.std,
-                                 self.device, self.processes, self._skip if self.cfg.skip_bad_images else None)
+        validation = _validate(self.state.eval_model, self.val_set, self.pipeline.crop, self.mean, self.std,
+                               self.device, self.processes, self._skip if self.cfg.skip_bad_images else None)
         self.state.model.train()
-        if self.val_err is not None:
-            self.metrics.write({"step": self.state.step, "val_err": self.val_err, "time": self._elapsed()})
+        self.val_err = validation["val_err"] if validation is not None else None
+        if validation is not None:
+            self.metrics.write({"step": self.state.step, **validation, "time": self._elapsed()})
             self.board.scalars(self.state.step, {"val/err": self.val_err})
             self.state.schedule.observe(self.val_err)
         self.meter.since = time.perf_counter()  # images/s counts training time only
