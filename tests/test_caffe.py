@@ -448,3 +448,26 @@ def test_stem_pool_is_an_architecture_option(tmp_path):
     assert create_model("resnet18").maxpool.padding == 1  # the default is unchanged
     with pytest.raises(Exception, match="stem_pool='max' is not one of"):
         create_model("resnet18", stem_pool="max")
+
+
+def test_mean_file_path_option_and_a_loud_fallback(tmp_path, capsys):
+    """The mean file had to be named ResNet_mean.binaryproto and sit beside the model, and a missing one fell
+    back silently to the per-channel mean."""
+    _, bgr_mean, path = write_msra(tmp_path, 32)
+    elsewhere = tmp_path / "means" / "mean.binaryproto"
+    elsewhere.parent.mkdir()
+    (tmp_path / "ResNet_mean.binaryproto").rename(elsewhere)
+    assert main(["import", "caffe", str(path), "-o", str(tmp_path / "a.safetensors")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: no ResNet_mean.binaryproto beside {path}" in err and "--mean PATH" in err
+    assert "per-channel ILSVRC mean" in load_weights(tmp_path / "a.safetensors")[1].source
+    assert main(["import", "caffe", str(path), "-o", str(tmp_path / "b.safetensors"), "--mean", str(elsewhere)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    meta = load_weights(tmp_path / "b.safetensors")[1]
+    assert f"per-pixel mean {elsewhere}" in meta.source
+    np.testing.assert_allclose(np.asarray(meta.mean), bgr_mean[::-1] / 255, rtol=1e-6)
+    assert main(["import", "caffe", str(path), "-o", str(tmp_path / "c.safetensors"), "--mean",
+                 str(tmp_path / "absent.binaryproto")]) == 2
+    assert "absent.binaryproto: no such mean file" in capsys.readouterr().err
+    assert main(["import", "akamaster", str(path), "-o", str(tmp_path / "d.safetensors"), "--mean", str(elsewhere)]) == 2
+    assert "a mean file is for caffe imports" in capsys.readouterr().err

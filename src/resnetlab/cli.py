@@ -187,11 +187,13 @@ def add_import(sub: Any) -> None:
     p.add_argument("file")
     p.add_argument("-o", "--out", required=True, metavar="OUT.safetensors")
     p.add_argument("--model", default=None, help="target model (default: detected from the checkpoint)")
+    p.add_argument("--mean", default=None, metavar="MEAN.binaryproto",
+                   help="caffe: the per-pixel mean file (default: ResNet_mean.binaryproto beside FILE)")
     p.set_defaults(func=cmd_import)
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    meta = resnetlab.importers.import_weights(args.source, args.file, args.out, model=args.model)
+    meta = resnetlab.importers.import_weights(args.source, args.file, args.out, model=args.model, mean_file=args.mean)
     print(f"{args.out}: {meta.model} {meta.kwargs}, {len(meta.classes)} classes, input {list(meta.input_size)}, "
           f"source {meta.source}")
 

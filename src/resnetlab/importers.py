@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -31,7 +32,7 @@ from safetensors.torch import load_file
 from torchvision.models import ResNet50_Weights
 
 from .constants import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD
-from .errors import ResnetlabError, WeightsError
+from .errors import ConfigError, ResnetlabError, WeightsError
 from .models.resnet import IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
 from .registry import create_model
 from .weights import (WeightsMeta, check_state_dict, read_header, read_meta,
@@ -554,25 +555,37 @@ def caffe_stem_pool(layers: list[CaffeLayer], where: Path) -> tuple[str, str]:
                        "(Caffe's, stem_pool='caffe') or pad 1 rounded down (stem_pool='torch')")
 
 
-def _caffe_mean(path: Path) -> tuple[Any, str]:
-    """The per-pixel mean (RGB, [0, 1] scale) from ``ResNet_mean.binaryproto`` beside ``path``."""
-    mean_file = path.with_name("ResNet_mean.binaryproto")
-    if not mean_file.is_file():
-        bgr = torch.tensor(CAFFE_BGR_MEAN)
-        return (bgr.flip(0) / 255).tolist(), "per-channel ILSVRC mean (ResNet_mean.binaryproto not found)"
+#: the MSRA models' per-pixel mean file, looked for beside the ``.caffemodel``
+CAFFE_MEAN_FILE = "ResNet_mean.binaryproto"
+
+
+def _caffe_mean(path: Path, mean_file: Path | None = None) -> tuple[Any, str]:
+    """The input mean (RGB, [0, 1] scale) and what it is: the per-pixel mean of ``mean_file``, or
+    of :data:`CAFFE_MEAN_FILE` beside ``path``; without either, the per-channel ILSVRC mean, with
+    a warning on stderr (the MSRA models were trained with the per-pixel one)."""
+    if mean_file is None:
+        mean_file = path.with_name(CAFFE_MEAN_FILE)
+        if not mean_file.is_file():
+            bgr = torch.tensor(CAFFE_BGR_MEAN)
+            print(f"resnetlab: warning: no {CAFFE_MEAN_FILE} beside {path}: the imported model subtracts the "
+                  f"per-channel ILSVRC mean (BGR {', '.join(f'{v:.1f}' for v in CAFFE_BGR_MEAN)}), not the per-pixel "
+                  "mean the MSRA models were trained with; give the mean file with --mean PATH", file=sys.stderr)
+            return (bgr.flip(0) / 255).tolist(), f"per-channel ILSVRC mean, {CAFFE_MEAN_FILE} not found"
     try:
-        blob = torch.from_numpy(_blob(memoryview(mean_file.read_bytes())).copy())
+        blob = torch.from_numpy(_blob(memoryview(Path(mean_file).read_bytes())).copy())
+    except FileNotFoundError:
+        raise WeightsError(f"{mean_file}: no such mean file") from None
     except ValueError as exc:
         raise WeightsError(f"{mean_file}: not a readable mean file ({exc})") from None
     blob = blob.reshape(blob.shape[-3:])
-    return (blob.flip(0) / 255).tolist(), f"per-pixel mean {mean_file.name}"
+    return (blob.flip(0) / 255).tolist(), f"per-pixel mean {mean_file}"
 
 
-def import_caffe(path: Path, model_name: str | None = None) -> Imported:
+def import_caffe(path: Path, model_name: str | None = None, mean_file: Path | None = None) -> Imported:
     """MSRA ResNet-50/101/152 ``.caffemodel`` (paper's "v1": stride 2 on the first 1x1 of a
     downsampling block; ``pool1`` as the file defines it, ``stem_pool="caffe"`` for the MSRA
-    models; BGR, 0-255 inputs minus the per-pixel mean of ``ResNet_mean.binaryproto`` found
-    beside the model file)."""
+    models; BGR, 0-255 inputs minus the per-pixel mean of ``mean_file``, by default
+    ``ResNet_mean.binaryproto`` beside the model file: see :func:`_caffe_mean`)."""
     layers = read_caffemodel(path)
     state, variant = caffe_state_dict(layers, path)
     if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
@@ -581,7 +594,7 @@ def import_caffe(path: Path, model_name: str | None = None) -> Imported:
     kwargs["stem_pool"], pool_note = caffe_stem_pool(layers, path)
     model = _target(model_name, name, path, **kwargs)
     _load(model, state, path)
-    mean, mean_note = _caffe_mean(path)
+    mean, mean_note = _caffe_mean(path, mean_file)
     # inputs on the 0-255 scale: (x / 255 - mean / 255) / (1 / 255) = x - mean
     return Imported(model, mean, [1 / 255] * 3, _imagenet_classes(kwargs["num_classes"]),
                     note=f"{mean_note}; {pool_note}")
@@ -599,15 +612,22 @@ IMPORTERS: dict[str, Callable[[Path, str | None], Imported]] = {
 
 
 def import_weights(source: str, path: str | os.PathLike, out: str | os.PathLike,
-                   model: str | None = None) -> WeightsMeta:
+                   model: str | None = None, mean_file: str | os.PathLike | None = None) -> WeightsMeta:
     """Convert the checkpoint ``path`` from ``source`` into the resnetlab weights file ``out``.
 
     ``model`` forces the target architecture (a mismatch is refused naming the tensors);
-    otherwise it is detected from the keys.  Returns the metadata written.
+    otherwise it is detected from the keys.  ``mean_file``: the Caffe models' per-pixel mean
+    (``caffe`` only; default ``ResNet_mean.binaryproto`` beside ``path``).  Returns the
+    metadata written (its ``source`` says which mean a Caffe model subtracts).
     """
     if source not in IMPORTERS:
         raise WeightsError(f"unknown import source {source!r}; one of {', '.join(IMPORTERS)}")
-    imported = IMPORTERS[source](Path(path), model)
+    if mean_file is not None and source != "caffe":
+        raise ConfigError(f"a mean file is for caffe imports; {source} checkpoints come with their normalization")
+    if source == "caffe":
+        imported = import_caffe(Path(path), model, Path(mean_file) if mean_file is not None else None)
+    else:
+        imported = IMPORTERS[source](Path(path), model)
     note = f" ({imported.note})" if imported.note else ""
     save_weights(imported.model, out, mean=imported.mean, std=imported.std, classes=imported.classes,
                  source=f"{source}:{Path(path).name}{note}")
