@@ -317,3 +317,27 @@ def test_hub_export_of_a_trained_run_carries_its_validation(tmp_path: Path, caps
                           "source": "validation of the training run run at step 2"}
     assert last["val_n"] == 144  # the digits hold-out
     assert "No evaluation results" not in (tmp_path / "hub" / "README.md").read_text()
+
+
+def test_skip_bad_images_in_validation_of_an_image_folder(tmp_path: Path, capsys) -> None:
+    """skip_bad_images covers the validation images too (read in data-loader workers)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2)):
+        for name in ("n01", "n02"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / name / f"{i}.jpg")
+    bad = tmp_path / "data" / "val" / "n02" / "1.jpg"
+    bad.write_text("not a jpeg")
+    run = ["train", "demo", "--data", f"folder={tmp_path / 'data'}", "augment=imagenet", "crop=32", "pad=0",
+           "normalization=per_channel", "batch_size=8", "iterations=2", "milestones=[1]", "log_every=1",
+           "eval_every=0", "checkpoint_every=1", "num_workers=0"]
+    assert main([*run, "--out", str(tmp_path / "stops")]) == 2
+    assert f"{bad}: not a readable image" in capsys.readouterr().err
+    assert main([*run, "--out", str(tmp_path / "skips"), "skip_bad_images=true"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 1 unreadable image" in out and f"skipped an unreadable image: {bad}" in err
+    validation = [r for r in map(json.loads, (tmp_path / "skips" / "metrics.jsonl").read_text().splitlines())
+                  if "val_n" in r]
+    assert validation[-1]["val_n"] == 3
