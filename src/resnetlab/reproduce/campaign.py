@@ -387,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     except ResnetlabError as exc:
         print(f"campaign: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `status | head`: the reader has what it wanted
+        sys.stderr.close()
     return 0
 
 
