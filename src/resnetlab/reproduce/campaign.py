@@ -209,10 +209,11 @@ class Campaign:
 
     def running(self, model: str) -> bool:
         """Whether a process holds the run's lock (:func:`resnetlab.reproduce.runs.ensure_run`)."""
-        lock = self.root / f"{model}.lock"
-        if not lock.exists():
+        try:
+            f = open(self.root / f"{model}.lock", "rb")  # never created here: its holder removes it when done
+        except FileNotFoundError:
             return False
-        with open(lock, "a") as f:
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
