@@ -92,3 +92,13 @@ def test_the_same_settings_where_they_are_used() -> None:
         apply_overrides(get_recipe("paper_cifar"), parse_overrides(pairs))
     for recipe in RECIPES.values():  # every recipe uses what it sets
         apply_overrides(recipe, {})
+
+
+def test_a_key_added_after_a_run_was_made_counts_as_its_default():
+    """A run folder written before a config key existed did what the key's default does: resuming
+    it is not refused for that key (it was, when warmup_lr_iterations was added), while a key that
+    differs from the default still is."""
+    now = get_recipe("paper_cifar").to_dict()
+    before = {k: v for k, v in now.items() if k != "warmup_lr_iterations"}
+    assert result_changes(now, before) == {}
+    assert result_changes(dict(now, warmup_lr_iterations=400), before) == {"warmup_lr_iterations": (0, 400)}

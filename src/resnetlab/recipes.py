@@ -211,9 +211,13 @@ RECIPES: dict[str, TrainConfig] = {
 
 def result_changes(config: dict[str, Any], reference: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{key: (reference value, config value)}`` for every key outside :data:`RESULT_NEUTRAL_KEYS`
-    whose value differs between two resolved configs (``TrainConfig.to_dict()`` plus ``data``)."""
-    return {k: (reference.get(k), config.get(k)) for k in sorted(set(config) | set(reference))
-            if k not in RESULT_NEUTRAL_KEYS and config.get(k) != reference.get(k)}
+    whose value differs between two resolved configs (``TrainConfig.to_dict()`` plus ``data``).
+    A key one side lacks (a run folder written before the key existed) counts as the field's
+    default, which is what that run did: adding a knob never strands the runs made before it."""
+    defaults = _BASE.to_dict()
+    pairs = {k: (reference.get(k, defaults.get(k)), config.get(k, defaults.get(k)))
+             for k in sorted(set(config) | set(reference)) if k not in RESULT_NEUTRAL_KEYS}
+    return {k: (old, new) for k, (old, new) in pairs.items() if old != new}
 
 
 def list_recipes() -> list[str]:
