@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from resnetlab.constants import CIFAR10_CLASSES
 from resnetlab.data import ImageSet, decode_image
 from resnetlab.errors import ConfigError, DataError
 from resnetlab.evaluate import evaluate
+from resnetlab.files import atomic_write_text
 from resnetlab.registry import create_model
 from resnetlab.weights import save_weights
 
@@ -341,3 +343,27 @@ def test_skip_bad_images_in_validation_of_an_image_folder(tmp_path: Path, capsys
     validation = [r for r in map(json.loads, (tmp_path / "skips" / "metrics.jsonl").read_text().splitlines())
                   if "val_n" in r]
     assert validation[-1]["val_n"] == 3
+
+
+def test_a_model_that_cannot_take_the_input_size_is_one_line(tmp_path: Path, capsys) -> None:
+    """The same class of fault as AlexNet's multiscale traceback, on other commands: `info alexnet
+    --input-size 32` and training AlexNet on the 16x16 digits ended in torch's RuntimeError."""
+    assert main(["info", "alexnet", "--input-size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resnetlab: error: alexnet cannot take 32x32 inputs (") and err.count("\n") == 1
+    out = tmp_path / "run"
+    assert main(["train", "demo", "model=alexnet", "--out", str(out), *SHORT[2:]]) == 2
+    assert "alexnet cannot take 16x16 inputs" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_failed_write_names_the_file_asked_for(tmp_path: Path) -> None:
+    """A write error named the temporary file beside the target (`/proc/.x.pt.88yh3xyy.tmp`)."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc, where no file can be created")
+    with pytest.raises(OSError) as info:
+        atomic_write_text("/proc/x.pt", "x")
+    assert info.value.filename == "/proc/x.pt"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError) as info:  # a file where the folder should be: named as it is
+        atomic_write_text(tmp_path / "file" / "x.txt", "x")
+    assert info.value.filename == str(tmp_path / "file")

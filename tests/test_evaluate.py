@@ -277,7 +277,8 @@ def test_alexnet_multiscale_is_refused_at_every_image_size(alexnet, size):
 
 
 def test_full_refuses_images_the_model_cannot_take(alexnet, model, capsys):
-    with pytest.raises(ConfigError, match=r"alexnet cannot take the data's 320x256 images as they are .*--protocol center"):
+    with pytest.raises(ConfigError, match=r"alexnet cannot take 320x256 inputs \(mat1 and mat2 .*protocol full feeds "
+                                          r"the data's images as they are.*--protocol center"):
         evaluate(alexnet, Images([(256, 320)]), protocol="full", mean=MEAN, std=STD, num_workers=0, progress=False)
     result = evaluate(alexnet, Images([(256, 320)] * 2), protocol="center", mean=MEAN, std=STD, num_workers=0,
                       progress=False)

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from .analysis.complexity import check_input_size
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .data import open_dataset
 from .data.transforms import SMALL_INPUT, center_view, normalize, resize_side
@@ -230,12 +231,10 @@ def check_protocol(protocol: str, member: Member, device: torch.device | str = "
                   f"{image_size[1]}x{image_size[0]} images as they are; --protocol center resizes them to {crop}",
                   file=sys.stderr)
         try:
-            member.model(torch.zeros(1, channels, *image_size, device=device))
-        except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"{member.name} cannot take the data's {image_size[1]}x{image_size[0]} images as they "
-                              f"are (protocol full; its input is {crop}x{crop}: {reason}); use --protocol center"
-                              ) from None
+            check_input_size(member.model, (channels, *image_size))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}: protocol full feeds the data's images as they are, and its input is "
+                              f"{crop}x{crop}; use --protocol center") from None
     return None
 
 

@@ -15,21 +15,27 @@ __all__ = ["atomic_save", "atomic_write_text"]
 def atomic_save(path: str | os.PathLike, write: Any) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
-    A crash or a full disk during the write leaves any previous ``path`` intact.
+    A crash or a full disk during the write leaves any previous ``path`` intact; an ``OSError``
+    names ``path`` (not the temporary file).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less umask).
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and os.path.basename(str(exc.filename)).startswith(f".{path.name}."):
+            # the error names the file the user asked for, not the temporary one beside it
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         raise
 
 

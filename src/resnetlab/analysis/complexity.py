@@ -15,14 +15,36 @@ from ..config import parse_overrides
 from ..errors import ConfigError
 from ..registry import create_model, model_info
 
-__all__ = ["complexity"]
+__all__ = ["complexity", "check_input_size"]
+
+
+def check_input_size(model: nn.Module, input_size: tuple[int, int, int]) -> None:
+    """Run ``model`` once on a zero ``input_size`` image (C, H, W) in eval mode, without gradients
+    (its mode is restored, its BN statistics untouched); a size it cannot take is a
+    :class:`ConfigError` with torch's reason (AlexNet's fc6 takes only its 224x224 input, and a
+    32x32 image is too small for its pooling)."""
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=param.device if param is not None else "cpu"))
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        name = getattr(model, "resnetlab_name", type(model).__name__)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{name} cannot take {input_size[-1]}x{input_size[-2]} inputs ({reason})") from None
+    finally:
+        model.train(was_training)
 
 
 def complexity(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> dict[str, int]:
     """``{"params": ..., "macs": ...}`` of ``model`` for one ``input_size`` image (C, H, W).
 
     ``macs`` counts conv and linear multiply-adds, measured by running the model once on a
-    zero image with forward hooks, so it is exact for any architecture and input size.
+    zero image with forward hooks (:func:`check_input_size`), so it is exact for any architecture
+    and input size; a size the model cannot take is a :class:`ConfigError`.
     """
     macs = 0
 
@@ -41,17 +63,11 @@ def complexity(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
             hooks.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(linear_hook))
-    was_training = model.training
-    model.eval()
     try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=device))
+        check_input_size(model, input_size)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
     return {"params": int(params), "macs": int(macs)}
 

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import runfolder
+from ..analysis.complexity import check_input_size
 from ..analysis.plots import Curve, plot_curves
 from ..config import apply_overrides, parse_overrides
 from ..data.datasets import ImageSet, open_dataset, open_train_val, stratified_sample
@@ -205,11 +206,16 @@ def _validate(model: nn.Module, val: ImageSet | None, crop: int, mean: Any, std:
             "val_protocol": protocol}
 
 
+def _channels(train_set: ImageSet) -> int:
+    """Channels of the training images (RGB unless an in-memory set says otherwise)."""
+    return train_set.images.shape[1] if train_set.images is not None else 3
+
+
 def _finish(model: nn.Module, cfg: TrainConfig, train_set: ImageSet, pipeline: Pipeline, mean: Any, std: Any,
             out: Path) -> Path:
     """``final.safetensors`` (with the input normalization and size used) and ``curves.png``."""
     weights = out / runfolder.FINAL
-    channels = train_set.images.shape[1] if train_set.images is not None else 3
+    channels = _channels(train_set)
     save_weights(model.to(memory_format=torch.contiguous_format), weights, mean=torch.as_tensor(mean).tolist(),
                  std=torch.as_tensor(std).tolist(), classes=train_set.classes,
                  source=f"resnetlab train ({train_set.name})", input_size=(channels, pipeline.crop, pipeline.crop))
@@ -292,6 +298,7 @@ class _Run:
         schedule = _schedule(cfg, batches.steps_per_epoch, procs)
         torch.manual_seed(cfg.seed)
         self.state = build(cfg, len(train_set.classes), self.device, schedule, distributed=procs.world > 1)
+        check_input_size(self.state.model, (_channels(train_set), self.pipeline.crop, self.pipeline.crop))
         self.meter = Meter()
         self.metrics = runfolder.MetricsLog(out, enabled=procs.main)
         threads = choose_threads(cfg.threads)  # before config.json, which records the machine
