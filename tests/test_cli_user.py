@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from imagefolders import write_image_folder
 from resnetlab import machine
 from resnetlab.arguments import subcommands
 from resnetlab.cli import build_parser, main, parse_args
@@ -168,23 +169,14 @@ def test_threads_are_chosen_one_way_and_said(keep_threads, monkeypatch: pytest.M
     assert "evaluating on cpu, 2 CPU threads (threads=2)" in capsys.readouterr().err
 
 
-def _cifar_folder(root: Path, per_class: int = 4) -> Path:
-    """A CIFAR-10 image folder of 32x32 JPEGs, ``per_class`` images in each class."""
-    rng = np.random.default_rng(0)
-    for name in CIFAR10_CLASSES:
-        (root / "train" / name).mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "train" / name / f"{i}.jpg")
-    return root
-
-
 def test_skip_bad_images_on_a_cifar_folder_is_counted_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys) -> None:
     """`skip_bad_images=true` was ignored for --data cifar10=FOLDER (a corrupt JPEG still stopped the run),
     and the command line never said how many images a run skipped, nor which."""
     monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
-    data = _cifar_folder(tmp_path / "c10")
-    bad = data / "train" / "cat" / "2.jpg"
+    data = tmp_path / "c10"
+    write_image_folder(data / "train", CIFAR10_CLASSES, per_class=4, fmt="jpg")
+    bad = data / "train" / "cat" / "0002.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
     run = ["train", "demo", "--data", f"cifar10={data}", *SHORT]
     assert main([*run, "--out", str(tmp_path / "stops")]) == 2
@@ -295,11 +287,8 @@ def test_an_unreadable_image_in_eval_is_one_line_not_a_worker_traceback(tmp_path
     weights = tmp_path / "w.safetensors"
     save_weights(create_model("cifar_resnet20", num_classes=2), weights, mean=[0.5] * 3, std=[0.25] * 3,
                  classes=["a", "b"], input_size=(3, 32, 32))
-    for name in ("a", "b"):
-        (tmp_path / "data" / "test" / name).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / "test" / name / f"{i}.png")
-    bad = tmp_path / "data" / "test" / "b" / "1.png"
+    write_image_folder(tmp_path / "data" / "test", ["a", "b"])
+    bad = tmp_path / "data" / "test" / "b" / "0001.png"
     bad.write_text("not a png")
     assert main(["eval", str(weights), "--data", f"folder={tmp_path / 'data'}", "--json"]) == 2
     err = capsys.readouterr().err
@@ -323,14 +312,9 @@ def test_hub_export_of_a_trained_run_carries_its_validation(tmp_path: Path, caps
 
 def test_skip_bad_images_in_validation_of_an_image_folder(tmp_path: Path, capsys) -> None:
     """skip_bad_images covers the validation images too (read in data-loader workers)."""
-    rng = np.random.default_rng(0)
     for split, n in (("train", 8), ("val", 2)):
-        for name in ("n01", "n02"):
-            (tmp_path / "data" / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / name / f"{i}.jpg")
-    bad = tmp_path / "data" / "val" / "n02" / "1.jpg"
+        write_image_folder(tmp_path / "data" / split, ["n01", "n02"], per_class=n, size=(40, 48), fmt="jpg")
+    bad = tmp_path / "data" / "val" / "n02" / "0001.jpg"
     bad.write_text("not a jpeg")
     run = ["train", "demo", "--data", f"folder={tmp_path / 'data'}", "augment=imagenet", "crop=32", "pad=0",
            "normalization=per_channel", "batch_size=8", "iterations=2", "milestones=[1]", "log_every=1",

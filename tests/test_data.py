@@ -11,24 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
+from imagefolders import write_image_folder
 from resnetlab.data import CIFAR10_CLASSES, holdout_split, open_dataset, open_train_val, stratified_sample
 from resnetlab.data import images as images_mod
 from resnetlab.errors import DataError
+
 
 @pytest.fixture(autouse=True)
 def _private_cache(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The shared 50k-image copy uses the real cache (~/.cache/resnetlab): decoded once per machine.
     if "shared" not in request.node.name:
         monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
-
-
-def _write_folder(root: Path, classes: list[str], per_class: int = 3, size: int = 32, fmt: str = "png") -> None:
-    rng = np.random.default_rng(0)
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            array = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            Image.fromarray(array).save(root / name / f"{i:04d}.{fmt}")
 
 
 def test_digits_splits_are_fixed_and_disjoint() -> None:
@@ -115,7 +108,7 @@ def test_cifar_batch_that_runs_code_is_refused(tmp_path: Path) -> None:
 
 def test_cifar_folder_canonical_class_order(tmp_path: Path) -> None:
     # created in reverse order: the listing order must not matter
-    _write_folder(tmp_path / "train", list(reversed(CIFAR10_CLASSES)), per_class=2)
+    write_image_folder(tmp_path / "train", list(reversed(CIFAR10_CLASSES)), per_class=2)
     data = open_dataset(f"cifar10={tmp_path}", "train")
     assert data.classes == list(CIFAR10_CLASSES)
     assert data.targets.tolist() == [i for i in range(10) for _ in range(2)]
@@ -129,7 +122,7 @@ def test_cifar_folder_canonical_class_order(tmp_path: Path) -> None:
 
 
 def test_cifar_folder_cache_is_used_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_folder(tmp_path / "train", list(CIFAR10_CLASSES), per_class=1)
+    write_image_folder(tmp_path / "train", list(CIFAR10_CLASSES), per_class=1)
     open_dataset(f"cifar10={tmp_path}")
     monkeypatch.setattr(images_mod, "decode_images", lambda *a, **k: pytest.fail("cache not used"))
     open_dataset(f"cifar10={tmp_path}")
@@ -144,7 +137,7 @@ def test_bad_folders(tmp_path: Path) -> None:
         open_dataset(f"cifar10={tmp_path / 'missing'}")
     with pytest.raises(DataError, match="neither"):
         open_dataset(f"cifar10={tmp_path}")
-    _write_folder(tmp_path / "wrong" / "train", ["a", "b"], per_class=1)
+    write_image_folder(tmp_path / "wrong" / "train", ["a", "b"], per_class=1)
     with pytest.raises(DataError, match="not the CIFAR-10 classes"):
         open_dataset(f"cifar10={tmp_path / 'wrong'}")
     (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
@@ -159,7 +152,7 @@ def test_bad_folders(tmp_path: Path) -> None:
 
 
 def test_corrupt_and_non_image_files_are_named(tmp_path: Path) -> None:
-    _write_folder(tmp_path / "train", list(CIFAR10_CLASSES), per_class=1, fmt="jpg")
+    write_image_folder(tmp_path / "train", list(CIFAR10_CLASSES), per_class=1, fmt="jpg")
     bad = tmp_path / "train" / "dog" / "0001.jpg"
     bad.write_bytes(b"this is not a jpeg")
     with pytest.raises(DataError, match=f"{bad}.*not a readable image"):
@@ -175,8 +168,8 @@ def test_corrupt_and_non_image_files_are_named(tmp_path: Path) -> None:
 
 
 def test_image_folder_lazy_and_bomb_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_folder(tmp_path / "train", ["n01", "n02"], per_class=2, size=48, fmt="jpg")
-    _write_folder(tmp_path / "val", ["n01", "n02"], per_class=1, size=40)
+    write_image_folder(tmp_path / "train", ["n01", "n02"], per_class=2, size=48, fmt="jpg")
+    write_image_folder(tmp_path / "val", ["n01", "n02"], per_class=1, size=40)
     train = open_dataset(f"imagenet={tmp_path}", "train")
     assert train.images is None and len(train) == 4 and train.classes == ["n01", "n02"]
     image, target = train[3]

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imagefolders import write_image_folder
 from resnetlab.cli import main, parse_args
 from resnetlab.constants import CIFAR10_CLASSES
 
@@ -89,15 +90,6 @@ def test_every_readme_command_parses(argv: list[str]) -> None:
         pytest.fail(f"`{' '.join(argv)}` does not parse (exit {exc.code})")
 
 
-def _cifar_folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for name in CIFAR10_CLASSES:
-        (root / "train" / name).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "train" / name / f"{i}.png")
-    return root
-
-
 def test_quick_start_runs_and_prints_what_it_says(capsys) -> None:
     (code,) = [block for block in _blocks("python") if "create_model" in block][:1]
     exec(compile(code, "README.md quick start", "exec"), {})
@@ -111,7 +103,8 @@ def test_readme_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_dir
         pytest.skip(f"{akamaster} is absent")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))
-    data = _cifar_folder(tmp_path / "cifar10")
+    data = tmp_path / "cifar10"
+    write_image_folder(data / "train", CIFAR10_CLASSES)
     Image.fromarray(np.full((48, 64, 3), 200, dtype=np.uint8)).save("cat.jpg")
     Image.fromarray(np.full((40, 40, 3), 50, dtype=np.uint8)).save("dog.png")
     substitute = {"cifar10=PATH": f"cifar10={data}", "resnet56-4bfd9763.th": str(akamaster)}

@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from imagefolders import write_image_folder
 from resnetlab import registry
 from resnetlab.cli import main
 from resnetlab.data.transforms import crop_flip
@@ -275,24 +276,16 @@ def test_cli_train_smoke_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_image_folder_training_and_bad_images(tmp_path: Path) -> None:
     """The lazy path (ImageNet-style folders, per-image augmentation in the loader) and a
     corrupt file: named when it stops the run, counted when skip_bad_images=true."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("val", 2)):
-        for name in ("n01", "n02"):
-            (tmp_path / "data" / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / name / f"{i}.jpg")
+        write_image_folder(tmp_path / "data" / split, ["n01", "n02"], per_class=n, size=(40, 48), fmt="jpg")
     spec = f"imagenet={tmp_path / 'data'}"
     cfg = tiny_config(data=spec, augment="imagenet", crop=32, pad=0, normalization="per_channel", train_subset=None,
                       batch_size=8, iterations=3, milestones=(2,), num_workers=0, log_every=1, eval_every=0)
     result = train(cfg, out_dir=tmp_path / "run", progress=False)
     assert result.step == 3 and result.val_err is not None and result.skipped_images == 0
-    bad = tmp_path / "data" / "train" / "n02" / "3.jpg"
+    bad = tmp_path / "data" / "train" / "n02" / "0003.jpg"
     bad.write_bytes(b"not a jpeg")
-    with pytest.raises(DataError, match="3.jpg"):
+    with pytest.raises(DataError, match="0003.jpg"):
         train(cfg, out_dir=tmp_path / "run2", progress=False)
     skipped = train(dataclasses.replace(cfg, skip_bad_images=True, iterations=6), out_dir=tmp_path / "run3",
                     progress=False)
