@@ -278,6 +278,9 @@ def test_predict_predicts_the_good_images_and_names_the_bad_one(tmp_path: Path, 
     assert main([*argv, "--json"]) == 2
     results = json.loads(capsys.readouterr().out)
     assert [sorted(r) for r in results] == [["image", "top"], ["error", "image"], ["image", "top"]]
+    # a class's index is its place in the weights' class list, counting from 0 (README)
+    assert sorted(hit["index"] for hit in results[0]["top"]) in ([0, 1], [0, 2], [1, 2])
+    assert all(hit["class"] == "abc"[hit["index"]] for r in results if "top" in r for hit in r["top"])
 
 
 def test_an_unreadable_image_in_eval_is_one_line_not_a_worker_traceback(tmp_path: Path, capsys) -> None:
