@@ -11,6 +11,7 @@ which load on first use (:mod:`resnetlab.lazy`): each command loads what it need
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any, Callable, Sequence
@@ -319,18 +320,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parse(build_parser(), sys.argv[1:] if argv is None else argv)
 
 
-def _choose_threads(args: argparse.Namespace) -> None:
-    """A command that runs networks sets its CPU threads first, the one way every command does
-    (``--threads N``, ``threads=N``, else :func:`resnetlab.machine.choose_threads`'s automatic
+def _threads(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """A command that runs networks sets its CPU threads for its run, the one way every command
+    does (``--threads N``, ``threads=N``, else :func:`resnetlab.machine.choose_threads`'s automatic
     choice); the library says what was chosen once the work starts."""
     if "threads" not in args:
-        return
+        return contextlib.nullcontext()
     requested = args.threads
     if requested is None and "overrides" in args:
         requested = parse_overrides(args.overrides).get("threads")
     if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool)):
         raise ConfigError(f"threads: expected a whole number, got {requested!r}")
-    resnetlab.machine.choose_threads(requested or 0)
+    return resnetlab.machine.chosen_threads(requested or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,8 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse's error (it has printed the usage and the message) or --help
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        _choose_threads(args)
-        args.func(args)
+        with _threads(args):
+            args.func(args)
     except ResnetlabError as exc:
         print(f"resnetlab: error: {exc}", file=sys.stderr)
         return 2

@@ -7,18 +7,19 @@ figures measured in the same run, never absolute ones across machines).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["describe", "cpu_model", "git_commit", "choose_threads"]
+__all__ = ["describe", "cpu_model", "git_commit", "choose_threads", "chosen_threads"]
 
 
 #: torch's own thread count before anyone changed it (its default, or ``OMP_NUM_THREADS``)
@@ -59,6 +60,18 @@ def choose_threads(requested: int = 0) -> str:
         threads, why = _auto_choice
     torch.set_num_threads(threads)
     return f"{threads} CPU thread{'s' if threads != 1 else ''} ({why})"
+
+
+@contextlib.contextmanager
+def chosen_threads(requested: int = 0) -> Iterator[str]:
+    """:func:`choose_threads` for the ``with`` block (its line is the value), torch's previous
+    thread count restored after it: a command run in a process that goes on (a test, a notebook)
+    leaves the threads as it found them."""
+    previous = torch.get_num_threads()
+    try:
+        yield choose_threads(requested)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def cpu_model() -> str:
