@@ -408,7 +408,7 @@ def test_accumulated_micro_batches_give_one_batch_gradient():
         engine.accumulated_step(MeanLoss(), [([torch.tensor([float("nan"), 0.0])], [None])], 1, "at step 7")
 
 
-def test_detector_file_rebuilds_its_backbone(tiny_coco, tmp_path):
+def test_detector_file_rebuilds_its_backbone(tiny_coco, tmp_path, capsys):
     """A detector trained on backbone weights of a non-default architecture (v1.5 strides, Caffe's pool1)
     reloads as that network: the same features and detections, not a same-keys default net."""
     torch.manual_seed(0)
@@ -422,8 +422,11 @@ def test_detector_file_rebuilds_its_backbone(tiny_coco, tmp_path):
     resnetlab.save_weights(net, backbone, mean=[0.4, 0.4, 0.4], std=[0.25, 0.25, 0.25])
     args = ["model=fasterrcnn_resnet50_c4", f"backbone_weights={backbone}", "frozen_bn=true", "trainable_stages=3",
             "min_size=64", "max_size=64", "anchor_sizes=[16,32,64]", "roi_output_size=8", "batch_size=1",
-            "iterations=2", "milestones=[]", "warmup_iterations=0", "lr=0.001", "log_every=1", "checkpoint_every=2"]
+            "iterations=2", "milestones=[]", "warmup_iterations=0", "lr=0.001", "log_every=1", "checkpoint_every=2",
+            f"threads={torch.get_num_threads()}"]
     run = train_detector("shapes_demo", args, data=f"coco={tiny_coco}", out_dir=tmp_path / "run", progress=False)
+    threads = torch.get_num_threads()  # chosen as every command chooses, and said
+    assert f"on cpu, {threads} CPU thread{'s' if threads > 1 else ''} (threads={threads})" in capsys.readouterr().err
     loaded, meta = resnetlab.detection.load_detector(run.weights)
     assert meta.kwargs["backbone_kwargs"]["variant"] == "v1.5" and meta.kwargs["backbone_kwargs"]["stem_pool"] == "caffe"
     # the network as trained: built on the backbone file again, with the trained tensors

@@ -29,9 +29,10 @@ from tqdm import tqdm
 from .. import runfolder
 from ..analysis.plots import Curve, plot_curves
 from ..data.images import decode_image
-from ..device import resolve_device
+from ..device import keep_freed_memory, resolve_device
 from ..errors import ConfigError, DataError, TrainingError
 from ..files import atomic_save, atomic_write_text
+from ..machine import choose_threads
 from ..train.distributed import StopRequest
 from ..train.schedule import Schedule
 from .data import DetectionSet, open_detection_data, parse_detection_data
@@ -237,8 +238,9 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
     config = json.loads(json.dumps(config))  # tuples as lists, as config.json holds them
     checkpoint = runfolder.prepare(out, config, resume)
     device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        keep_freed_memory()  # as classification training: the same arithmetic, less CPU time
+    print(f"resnetlab: training {cfg.model} on {device}, {choose_threads(cfg.threads)}", file=sys.stderr)
     train_set = open_detection_data(spec, cfg.train_split, cfg.skip_bad_images)
     val_set = open_detection_data(spec, cfg.val_split, cfg.skip_bad_images)
     train_set.keep_difficult = cfg.train_difficult

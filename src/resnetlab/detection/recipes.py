@@ -67,7 +67,7 @@ class DetectConfig:
     # --- run folder
     device: str = "auto"
     seed: int = 0
-    threads: int = 0  # 0: torch's default
+    threads: int = 0  # 0: automatic (resnetlab.machine.choose_threads), said when the run starts
     log_every: int = 20
     eval_every: int = 0  # 0: only at the end
     checkpoint_every: int = 500
