@@ -145,14 +145,76 @@ def test_timm_plain_resnet_from_safetensors(tmp_path):
     assert meta.model == "resnet18" and meta.kwargs["variant"] == "v1.5"
 
 
-@pytest.mark.parametrize("key,variant", [
-    ("conv1.0.weight", "deep stem"),
-    ("layer2.0.downsample.2.weight", "avg-pool shortcuts"),
-    ("layer1.0.se.fc1.weight", "squeeze-excitation"),
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2",
+                                  "wide_resnet101_2", "resnet152"])
+def test_torchvision_successors_detected_by_their_shapes(name):
+    """Grouped and wider 3x3 convs are read from the shapes and the registered name chosen; before,
+    a ResNeXt file was refused as a resnet50 of other widths."""
+    with torch.device("meta"):
+        state = getattr(torchvision.models, name)(weights=None).state_dict()
+    assert torchvision_target(state, Path("tv.pth"))[:2] == (name, {"variant": "v1.5", "num_classes": 1000})
+
+
+def test_torchvision_resnext_same_outputs(tmp_path):
+    tv, path = _torchvision_file(tmp_path, torchvision.models.resnext50_32x4d, num_classes=10)
+    meta = import_weights("torchvision", path, tmp_path / "o.safetensors")
+    assert meta.model == "resnext50_32x4d"
+    model, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), tv(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(WeightsError, match="do not fit resnet50: shape mismatch"):  # --model cannot drop groups
+        import_weights("torchvision", path, tmp_path / "p.safetensors", model="resnet50")
+
+
+TIMM_NAMES = {"resnet50d": ("resnet50d", {}), "resnet101d": ("resnet101d", {}),
+              "resnet50c": ("resnet50", {"stem": "deep"}), "resnext50_32x4d": ("resnext50_32x4d", {}),
+              "wide_resnet50_2": ("wide_resnet50_2", {}), "resnet34": ("resnet34", {})}
+
+
+@pytest.mark.parametrize("timm_name", sorted(TIMM_NAMES))
+def test_timm_successors_detected(tmp_path, timm_name, monkeypatch):
+    timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")
+    import resnetlab.importers as importers
+
+    with torch.device("meta"):
+        state = timm.create_model(timm_name, pretrained=False).state_dict()
+    monkeypatch.setattr(importers, "read_state_dict", lambda path: state)
+    monkeypatch.setattr(importers, "_load", lambda model, state, where: None)  # meta tensors: names only
+    name, extra = TIMM_NAMES[timm_name]
+    imported = importers.import_timm(tmp_path / "m.pth")
+    kwargs = {k: v for k, v in imported.model.resnetlab_kwargs.items() if k != "variant"}  # fixed by resnet*d
+    assert kwargs == {"num_classes": 1000, **extra} and imported.model.variant == "v1.5"
+    assert importers._resnet_from_keys(state, tmp_path, "timm")[0] == name
+
+
+def test_timm_resnet_d_same_outputs(tmp_path):
+    timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")
+    torch.manual_seed(0)
+    theirs = timm.create_model("resnet18d", pretrained=False, num_classes=10).eval()
+    for m in theirs.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save(theirs.state_dict(), tmp_path / "d.pth")
+    meta = import_weights("timm", tmp_path / "d.pth", tmp_path / "o.safetensors")
+    assert meta.model == "resnet18d"
+    model, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 65, 65)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("keys,variant", [
+    ({"conv1.0.weight": (64, 3), "conv1.3.weight": (64, 64), "conv1.6.weight": (128, 64)}, r"\(64, 64, 128\)"),
+    ({"layer1.0.se.fc1.weight": (4, 4)}, "squeeze-excitation.*layer1.0.se.fc1.weight"),
+    ({"layer1.0.conv2.aa.weight": (4, 4)}, "anti-aliased"),
 ])
-def test_timm_variants_refused_by_name(tmp_path, key, variant):
-    torch.save({key: torch.zeros(4, 4, 1, 1), "fc.weight": torch.zeros(10, 4)}, tmp_path / "v.pth")
-    with pytest.raises(WeightsError, match=f"{variant}.*{key}"):
+def test_timm_other_variants_refused_by_name(tmp_path, keys, variant):
+    state = {f"layer{i}.{b}.conv{c}.weight": torch.zeros(64 * 2 ** (i - 1), 4, 1, 1)
+             for i, n in zip(range(1, 5), (2, 2, 2, 2)) for b in range(n) for c in (1, 2)}
+    state.update({k: torch.zeros(*shape, 3, 3) for k, shape in keys.items()}, **{"fc.weight": torch.zeros(10, 512)})
+    torch.save(state, tmp_path / "v.pth")
+    with pytest.raises(WeightsError, match=variant):
         import_weights("timm", tmp_path / "v.pth", tmp_path / "o.safetensors")
 
 

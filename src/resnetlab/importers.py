@@ -3,8 +3,9 @@
 One function per source maps the foreign keys onto a registered model's state dict:
 
 - ``akamaster``: the CIFAR checkpoints of pytorch_resnet_cifar10 (any depth, option A).
-- ``torchvision``: ResNets (into ``variant="v1.5"``), VGG, DenseNet; AlexNet refused.
-- ``timm``: the plain ``resnet*`` checkpoints that share torchvision's layout.
+- ``torchvision``: ResNets, ResNeXts and Wide ResNets (into ``variant="v1.5"``), VGG, DenseNet;
+  AlexNet refused.
+- ``timm``: the same layout, plus the deep stem and avg-pool shortcuts of ``resnet*c``/``resnet*d``.
 - ``caffe``: the MSRA ResNet-50/101/152 ``.caffemodel`` files, read without Caffe.
 
 Foreign pickles are read only with ``torch.load(..., weights_only=True)`` (safetensors files
@@ -33,8 +34,8 @@ from torchvision.models import ResNet50_Weights
 
 from .constants import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from .errors import ConfigError, ResnetlabError, WeightsError
-from .models.resnet import IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
-from .registry import create_model
+from .models.resnet import DEEP_STEM_WIDTHS, IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
+from .registry import create_model, list_models
 from .weights import (WeightsMeta, check_state_dict, read_header, read_meta,
                       save_weights)
 
@@ -168,22 +169,56 @@ _DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12
 
 def _resnet_from_keys(state: Mapping[str, torch.Tensor], where: Path, source: str,
                       variant: str = "v1.5") -> tuple[str, dict]:
-    """Registered ResNet name and kwargs for a torchvision-layout state dict (Table 1 stacks only).
+    """Registered name and kwargs for a torchvision- or timm-layout ResNet state dict.
 
-    Stage widths other than Table 1's (the ``planes`` of each stage's first conv) are kept as
-    the ``widths`` argument."""
+    The stacks are paper Table 1's; the keys and shapes say which successors' changes the file
+    holds, and each is rebuilt, never dropped: grouped or wider 3x3 convs (ResNeXt, Wide ResNet:
+    ``groups``, ``width_per_group``), the deep stem (ResNet-C, ``conv1.0``) and average-pool
+    shortcuts (ResNet-D, ``downsample.1`` a conv).  Stage widths other than Table 1's (``planes``:
+    each stage's output over the block's expansion) are kept as ``widths``.  A combination with a
+    registered name (``resnext50_32x4d``, ``wide_resnet50_2``, ``resnet50d``) gets that name."""
     bottleneck = "layer1.0.conv3.weight" in state
     layers = tuple(_blocks(state, f"layer{i}") for i in range(1, 5))
-    for depth, (block, stages) in IMAGENET_STAGES.items():
-        if stages == layers and (block is Bottleneck) == bottleneck:
-            kwargs: dict[str, Any] = {"variant": variant, "num_classes": state["fc.weight"].shape[0]}
-            widths = tuple(int(state[f"layer{i}.0.conv1.weight"].shape[0]) for i in range(1, 5))
-            if widths != IMAGENET_WIDTHS:
-                kwargs["widths"] = list(widths)
-            return f"resnet{depth}", kwargs
-    kind = "bottleneck" if bottleneck else "basic"
-    raise WeightsError(f"{where}: {source} ResNet with {kind} blocks {layers} per stage is not a ResNet of "
-                       "paper Table 1 (18/34/50/101/152)")
+    depth = next((d for d, (block, stages) in IMAGENET_STAGES.items()
+                  if stages == layers and (block is Bottleneck) == bottleneck), None)
+    if depth is None:
+        kind = "bottleneck" if bottleneck else "basic"
+        raise WeightsError(f"{where}: {source} ResNet with {kind} blocks {layers} per stage is not a ResNet of "
+                           "paper Table 1 (18/34/50/101/152)")
+    last, expansion = ("conv3", Bottleneck.expansion) if bottleneck else ("conv2", 1)
+    widths = tuple(int(state[f"layer{i}.0.{last}.weight"].shape[0]) // expansion for i in range(1, 5))
+    arch: dict[str, Any] = {}
+    if widths != IMAGENET_WIDTHS:
+        arch["widths"] = list(widths)
+    if bottleneck:  # torchvision's inner width: planes * width_per_group / 64 * groups
+        inner, per_group = (int(n) for n in state["layer1.0.conv2.weight"].shape[:2])
+        groups, width_per_group = inner // per_group, per_group * 64 // widths[0]
+        if (groups, width_per_group) != (1, 64):
+            arch.update(groups=groups, width_per_group=width_per_group)
+    if "conv1.0.weight" in state:
+        stem = tuple(int(state[f"conv1.{i}.weight"].shape[0]) for i in (0, 3, 6) if f"conv1.{i}.weight" in state)
+        if stem != DEEP_STEM_WIDTHS:
+            raise WeightsError(f"{where}: {source} deep stem with {stem} filters is not ResNet-C's "
+                               f"{DEEP_STEM_WIDTHS} (timm's resnet*s and *t stems are other networks): refused")
+        arch["stem"] = "deep"
+    if "layer2.0.downsample.2.weight" in state:  # [avg-pool, conv, BN] instead of [conv, BN]
+        arch["shortcut_avg_down"] = True
+    name, arch = _registered_name(depth, arch)
+    return name, {"variant": variant, "num_classes": int(state["fc.weight"].shape[0]), **arch}
+
+
+def _registered_name(depth: int, arch: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The registered name that fixes ``arch`` (what is left of it to pass), else ``resnet{depth}``."""
+    if arch == {"stem": "deep", "shortcut_avg_down": True}:
+        candidates = [f"resnet{depth}d"]
+    elif set(arch) == {"groups", "width_per_group"}:
+        wide, factor = arch["groups"] == 1 and arch["width_per_group"] % 64 == 0, arch["width_per_group"] // 64
+        candidates = [f"wide_resnet{depth}_{factor}" if wide else f"resnext{depth}_{arch['groups']}x"
+                      f"{arch['width_per_group']}d"]
+    else:
+        candidates = []
+    known = set(list_models())
+    return next(((name, {}) for name in candidates if name in known), (f"resnet{depth}", arch))
 
 
 def torchvision_target(state: Mapping[str, torch.Tensor], path: Path) -> tuple[str, dict, StateDict]:
@@ -223,7 +258,8 @@ def torchvision_target(state: Mapping[str, torch.Tensor], path: Path) -> tuple[s
 
 
 def import_torchvision(path: Path, model_name: str | None = None) -> Imported:
-    """torchvision ResNet (into ``variant="v1.5"``), VGG and DenseNet state dicts; AlexNet refused."""
+    """torchvision ResNet, ResNeXt and Wide ResNet (into ``variant="v1.5"``), VGG and DenseNet state
+    dicts; AlexNet refused."""
     name, kwargs, state = torchvision_target(read_state_dict(path), path)
     model = _target(model_name, name, path, **kwargs)
     _load(model, state, path)
@@ -232,11 +268,9 @@ def import_torchvision(path: Path, model_name: str | None = None) -> Imported:
 
 # ----------------------------------------------------------------------------- timm
 
-#: timm ResNet variants whose architecture is not the paper's: a key that betrays each, and why.
+#: timm ResNet variants whose architecture resnetlab does not build: a key that betrays each, and why.
+#: (Deep stems other than ResNet-C's, timm's resnet*s and *t, are refused by their stem widths.)
 TIMM_REFUSED: tuple[tuple[str, str, str], ...] = (
-    (r"^conv1\.0\.weight$", "resnet*c/d/s/t (ResNet-C/D deep stem)", "its stem is three 3x3 convs, not one 7x7"),
-    (r"^layer\d\.0\.downsample\.2\.", "resnet*d (ResNet-D avg-pool shortcuts)",
-     "its projection shortcuts average-pool before the 1x1 conv"),
     (r"\.se\.|\.attn\.", "seresnet*/ecaresnet* (squeeze-excitation / attention)", "its blocks carry attention modules"),
     (r"\.aa\.|\.blur", "resnetaa*/resnetblur* (anti-aliased)", "its strided convs are blurred first"),
     (r"\.drop_block|\.layer_scale", "regularised variants", "its blocks carry extra modules"),
@@ -244,18 +278,16 @@ TIMM_REFUSED: tuple[tuple[str, str, str], ...] = (
 
 
 def import_timm(path: Path, model_name: str | None = None) -> Imported:
-    """timm's plain ``resnet18/34/50/101/152`` (torchvision layout, stride on the 3x3: ``v1.5``).
-
-    The variants whose architecture differs are refused by name: deep stems (``resnet*d``,
-    ``*s``, ``*t``), avg-pool shortcuts, SE/ECA attention, anti-aliasing, ResNeXt/wide
-    (caught by the shape check: grouped or wider 3x3 convs).
+    """timm's ResNets in torchvision's layout (stride on the 3x3: ``v1.5``): ``resnet18..152``,
+    ``resnet*c`` (deep stem) and ``resnet*d`` (deep stem, avg-pool shortcuts), ``resnext*`` and
+    ``wide_resnet*``.  SE/ECA attention, anti-aliasing and the other stems are refused by name.
     """
     state = read_state_dict(path)
     for pattern, variant, why in TIMM_REFUSED:
         hit = next((k for k in state if re.search(pattern, k)), None)
         if hit is not None:
             raise WeightsError(f"{path}: timm {variant} refused: {why} (tensor {hit}); "
-                               "only the plain resnet18/34/50/101/152 share the paper's layout")
+                               "resnetlab builds timm's resnet*, resnet*c/d, resnext* and wide_resnet*")
     if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
         raise WeightsError(f"{path}: not a timm ResNet state dict (no fc.weight / layer1.0.conv1.weight)")
     name, kwargs = _resnet_from_keys(state, path, "timm")
