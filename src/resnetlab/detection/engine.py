@@ -349,7 +349,7 @@ def train_detector(recipe: str, overrides: list[str] | dict | None = None, *, da
 
 
 def _plot(out: Path, cfg: DetectConfig) -> None:
-    """curves.png: the training loss (dashed; as a fraction of its first value) and the validation
+    """``runfolder.CURVES``: the training loss (dashed; as a fraction of its first value) and the validation
     detection error 1 - mAP@.5 (bold)."""
     records = runfolder.read_metrics(out)
     train = [r for r in records if "train_loss" in r]
@@ -357,7 +357,7 @@ def _plot(out: Path, cfg: DetectConfig) -> None:
     rows = [{"step": r["step"], "train_err": r["train_loss"] / first} for r in train]
     rows += [{"step": r["step"], "val_err": 1 - r["val_map50"]} for r in records if "val_map50" in r]
     curve = Curve.from_metrics(rows, cfg.model)
-    plot_curves({"detection": [curve]}, out / "curves.png",
+    plot_curves({"detection": [curve]}, out / runfolder.CURVES,
                 note="dashed: training loss / first logged loss; bold: 1 - mAP@.5 on the validation split",
                 title=f"Detection training ({cfg.model})")
 

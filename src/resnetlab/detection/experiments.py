@@ -129,7 +129,7 @@ def _run(ctx: Any, settings: DetectionTableSettings) -> tuple[Path, dict[str, An
         overrides.update(train_split="train", val_split="val")
     split = overrides.get("val_split", get_detect_recipe(settings.detect_recipe).val_split)
     if not weights.is_file():
-        resume = (run / "checkpoint.pt").is_file()
+        resume = (run / runfolder.CHECKPOINT).is_file()
         if train_detector(settings.detect_recipe, overrides, data=ctx.data, out_dir=run, resume=resume).interrupted:
             raise KeyboardInterrupt  # the run saved a checkpoint; the same command resumes it
     return run, run_detect_eval(weights, ctx.data, split=split, device=settings.device, limit=settings.val_images)
