@@ -51,7 +51,7 @@ from .analysis.complexity import check_input_size
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .data import open_dataset
 from .data.transforms import SMALL_INPUT, center_view, normalize, resize_side
-from .device import resolve_device
+from .device import keep_freed_memory, resolve_device
 from .errors import ConfigError, DataError, ImageError
 from .machine import choose_threads
 from .registry import create_model, model_info
@@ -328,6 +328,8 @@ def probabilities(
     if not members:
         raise ConfigError("no models to evaluate")
     device = torch.device(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as in training: batches reuse the heap (1.4x images/s, BENCHMARKS.md)
     for member in members:
         member.model.to(device).eval()
     heads = [check_protocol(protocol, member, device) for member in members]
