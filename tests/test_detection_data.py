@@ -89,6 +89,23 @@ def test_voc_folder_corrupt_files(tmp_path):
         read_voc_folder(empty, "val")
 
 
+def test_devkit_layout_of_ones_own_classes(tmp_path):
+    """A data set of one's own exported in the VOCdevkit layout (CVAT, Roboflow): ImageSets/Main lists,
+    PNG images, its own class names. Before, only VOC's 20 classes and .jpg files were read."""
+    root = voc_folder(tmp_path / "export", 8, images="JPEGImages", annotations="Annotations")
+    (root / "JPEGImages" / "img003.jpg").rename(root / "JPEGImages" / "img003.png")
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "my_train.txt").write_text("".join(f"img{i:03d}\n" for i in range(6)))
+    (root / "ImageSets" / "Main" / "default.txt").write_text("img006\nimg007\n")
+    train, val = (open_detection_data(f"voc={root}", split) for split in ("my_train", "default"))
+    # the same labels in every split: the names of all Annotations/, sorted
+    assert train.classes == val.classes == sorted(SHAPES_CLASSES) and (len(train), len(val)) == (6, 2)
+    assert Path(train.records[3].path).name == "img003.png" and train[3][0].shape == (3, 64, 64)
+    with pytest.raises(DataError, match=r"no ImageSets/Main/train.txt; the splits there: default, my_train "
+                                        r"\(choose them with train_split=NAME val_split=NAME\)"):
+        open_detection_data(f"voc={root}", "train")
+
+
 @pytest.fixture(scope="session")
 def raccoon(shared_dir: Path) -> Path:
     return shared_folder(shared_dir, "data/raccoon", "annotations", "the raccoon photos")

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
@@ -67,6 +68,8 @@ VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+#: a VOCdevkit split of one year, e.g. ``2007_trainval`` (joined by ``+``: "07+12")
+VOC_YEAR_SPLIT = re.compile(r"(?:19|20)\d\d_\w+")
 #: classes of the synthetic shapes set (label 1..4); colours are drawn independently of the class
 SHAPES_CLASSES = ("circle", "square", "triangle", "star")
 #: shapes set: image side, images per split, version of the generator (part of the cache key)
@@ -286,36 +289,65 @@ def _voc_objects(xml_path: Path) -> tuple[int, int, list[tuple]]:
     return width, height, objects
 
 
-def _voc_record(image_id: int, image: Path, xml_path: Path, label_of: dict[str, int]) -> DetectionRecord:
-    width, height, objects = _voc_objects(xml_path)
-    for *_, name, _ in objects:
-        if name not in label_of:
-            raise DataError(f"{xml_path}: unknown class {name!r} (classes: {', '.join(label_of)})")
-    return _record(image_id, image, width, height,
-                   [(x1, y1, x2, y2, label_of[name], 0, hard) for x1, y1, x2, y2, name, hard in objects], str(xml_path))
+def _voc_classes(found: Path, names: set[str]) -> list[str]:
+    """VOC's 20 classes in the devkit's order when every object is one of them; otherwise (a data set
+    of one's own in the devkit layout, as labelling tools export it) the names in all of
+    ``Annotations/``, sorted, so that every split of the folder gets the same labels."""
+    if names <= set(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    for xml_path in sorted((found / "Annotations").glob("*.xml")):
+        try:
+            names |= {obj[4] for obj in _voc_objects(xml_path)[2]}
+        except DataError:
+            continue  # unreadable files are named by the split that lists them
+    return sorted(names)
+
+
+def _voc_image(found: Path, image_id: str) -> Path:
+    """``JPEGImages/{id}.jpg``, or the image of that id with another extension (``.png``, ``.jpeg``)."""
+    jpg = found / "JPEGImages" / f"{image_id}.jpg"
+    if jpg.is_file():
+        return jpg
+    return next((p for ext in IMAGE_EXTENSIONS if (p := found / "JPEGImages" / f"{image_id}{ext}").is_file()), jpg)
 
 
 def read_voc(root: str | os.PathLike, split: str, skip_bad_images: bool = False) -> DetectionSet:
     """The VOCdevkit layout: ``ImageSets/Main/{split}.txt`` lists the ids; ``Annotations/{id}.xml``
-    their objects, ``JPEGImages/{id}.jpg`` the images; the 20 classes in the devkit's order."""
+    their objects, ``JPEGImages/{id}.jpg`` (or another image extension) the images; the 20 classes
+    in the devkit's order, or a data set's own classes (:func:`_voc_classes`)."""
     found = _voc_root(Path(root))
     if found is None:
         raise DataError(f"{root}: not a Pascal VOC folder (expected Annotations/, JPEGImages/, ImageSets/Main/)")
     listing = found / "ImageSets" / "Main" / f"{split}.txt"
     if not listing.is_file():
-        raise DataError(f"{found}: no ImageSets/Main/{split}.txt")
+        stems = {p.stem for p in listing.parent.glob("*.txt")}
+        # per-class listings (aeroplane_train.txt beside train.txt) are not splits
+        present = sorted(s for s in stems if s.rpartition("_")[2] not in stems - {s})
+        raise DataError(f"{found}: no ImageSets/Main/{split}.txt; the splits there: {', '.join(present) or 'none'} "
+                        "(choose them with train_split=NAME val_split=NAME)")
     ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
-    label_of = {c: i + 1 for i, c in enumerate(VOC_CLASSES)}
-    records, left_out = [], []
+    parsed, left_out = {}, []
     for index, image_name in enumerate(ids):
         xml_path = found / "Annotations" / f"{image_name}.xml"
         try:
-            records.append(_voc_record(index, found / "JPEGImages" / f"{image_name}.jpg", xml_path, label_of))
+            parsed[index] = (image_name, xml_path, _voc_objects(xml_path))
         except DataError as exc:
             if not skip_bad_images:
                 raise
             left_out.append(str(exc))
-    return DetectionSet("voc", split, list(VOC_CLASSES), records, skipped=len(left_out),
+    classes = _voc_classes(found, {obj[4] for *_, (_, _, objects) in parsed.values() for obj in objects})
+    label_of = {c: i + 1 for i, c in enumerate(classes)}
+    records = []
+    for index, (image_name, xml_path, (width, height, objects)) in parsed.items():
+        try:
+            records.append(_record(index, _voc_image(found, image_name), width, height,
+                                   [(x1, y1, x2, y2, label_of[n], 0, hard) for x1, y1, x2, y2, n, hard in objects],
+                                   str(xml_path)))
+        except DataError as exc:
+            if not skip_bad_images:
+                raise
+            left_out.append(str(exc))
+    return DetectionSet("voc", split, classes, records, skipped=len(left_out),
                         skip_bad_images=skip_bad_images, left_out=left_out)
 
 
@@ -506,20 +538,21 @@ def make_shapes(seed: int = 0, root: str | os.PathLike | None = None) -> Path:
 def _voc_years(root: Path, split: str, skip_bad_images: bool) -> DetectionSet:
     """``2007_trainval+2012_trainval`` (Faster R-CNN's "07+12"): the union of ``VOC<year>`` splits
     under ``root`` (a ``VOCdevkit`` folder); image ids are renumbered to stay unique."""
-    records, skipped, left_out = [], 0, []
+    records, skipped, left_out, classes = [], 0, [], None
     for part in split.split("+"):
-        year, sep, name = part.partition("_")
-        if not sep or not year.isdigit():
-            raise DataError(f"VOC split {part!r}: expected YEAR_SPLIT, e.g. 2007_trainval")
+        year, _, name = part.partition("_")
         candidates = [root / f"VOC{year}", root / "VOCdevkit" / f"VOC{year}", root]
         folder = next((c for c in candidates if c.name == f"VOC{year}" and c.is_dir()), candidates[0])
         data = read_voc(folder, name, skip_bad_images)
+        if classes is not None and data.classes != classes:
+            raise DataError(f"{folder}: the classes of {part} differ from those of the splits before it")
+        classes = data.classes
         skipped += data.skipped
         left_out += data.left_out
         for rec in data.records:
             records.append(dataclasses.replace(rec, image_id=len(records)))
-    return DetectionSet("voc", split, list(VOC_CLASSES), records, skipped=skipped, skip_bad_images=skip_bad_images,
-                        left_out=left_out)
+    return DetectionSet("voc", split, list(classes or VOC_CLASSES), records, skipped=skipped,
+                        skip_bad_images=skip_bad_images, left_out=left_out)
 
 
 def parse_detection_data(spec: str) -> tuple[str, Path | None]:
@@ -542,7 +575,7 @@ def open_detection_data(spec: str, split: str, skip_bad_images: bool = False) ->
     images when they are read (:meth:`DetectionSet.__getitem__`).
     """
     name, path = parse_detection_data(spec)
-    if name == "voc" and ("+" in split or "_" in split):
+    if name == "voc" and all(VOC_YEAR_SPLIT.fullmatch(part) for part in split.split("+")):
         data = _voc_years(path, split, skip_bad_images)
     elif name == "voc" and _voc_root(path) is not None:
         data = read_voc(path, split, skip_bad_images)
