@@ -12,8 +12,8 @@ import torch
 
 from conftest import shared_folder
 from resnetlab.cli import main
-from resnetlab.detection.data import (SHAPES_CLASSES, VOC_FOLDER_VAL_FRACTION, open_detection_data, read_voc_folder,
-                                      shapes_image)
+from resnetlab.detection.data import (SHAPES_CLASSES, VOC_FOLDER_VAL_FRACTION, make_shapes, open_detection_data,
+                                      read_voc_folder, shapes_image)
 from resnetlab.detection.metrics import score_files
 from resnetlab.errors import DataError
 
@@ -104,6 +104,27 @@ def test_devkit_layout_of_ones_own_classes(tmp_path):
     with pytest.raises(DataError, match=r"no ImageSets/Main/train.txt; the splits there: default, my_train "
                                         r"\(choose them with train_split=NAME val_split=NAME\)"):
         open_detection_data(f"voc={root}", "train")
+
+
+def test_coco_export_with_a_file_per_split_folder(tmp_path):
+    """Roboflow's COCO export: train/ and valid/ each hold their images and _annotations.coco.json;
+    `val` finds valid/. A split that is not there names those that are."""
+    shapes = make_shapes(0)
+    for split, folder in (("train", "train"), ("val", "valid")):
+        data = json.loads((shapes / "annotations" / f"instances_{split}.json").read_text())
+        data["images"] = data["images"][:5]
+        kept = {im["id"] for im in data["images"]}
+        data["annotations"] = [a for a in data["annotations"] if a["image_id"] in kept]
+        (tmp_path / folder).mkdir()
+        for im in data["images"]:
+            (tmp_path / folder / im["file_name"]).write_bytes((shapes / split / im["file_name"]).read_bytes())
+        (tmp_path / folder / "_annotations.coco.json").write_text(json.dumps(data))
+    train, val = (open_detection_data(f"coco={tmp_path}", split) for split in ("train", "val"))
+    assert (len(train), len(val), val.split) == (5, 5, "valid") and train.classes == list(SHAPES_CLASSES)
+    assert val[0][0].shape == (3, 128, 128)
+    with pytest.raises(DataError, match=r"no annotations/instances_test.json or test/_annotations.coco.json .*"
+                                        r"the splits there: train, valid"):
+        open_detection_data(f"coco={tmp_path}", "test")
 
 
 @pytest.fixture(scope="session")

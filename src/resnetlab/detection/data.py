@@ -183,9 +183,15 @@ def _record(image_id: int, path: Path, width: int, height: int, objects: list[tu
     )
 
 
+#: the annotation file of one split in Roboflow's COCO export (``train/``, ``valid/``, ``test/``, each
+#: holding its images and this file)
+COCO_EXPORT_FILE = "_annotations.coco.json"
+
+
 def _coco_annotations(root: Path, split: str) -> tuple[Path, str]:
-    """``(instances file, split)`` of ``split`` under ``root/annotations``: ``instances_{split}.json``
-    if it exists, else the one year of it present (2017 or 2014); both present is refused."""
+    """``(instances file, split)`` of ``split``: ``root/annotations/instances_{split}.json`` if it
+    exists, else the one year of it present (2017 or 2014; both present is refused), else an
+    export's ``root/{split}/_annotations.coco.json`` (``val`` also finds ``valid/``)."""
     exact = root / "annotations" / f"instances_{split}.json"
     if exact.is_file():
         return exact, split
@@ -194,9 +200,15 @@ def _coco_annotations(root: Path, split: str) -> tuple[Path, str]:
     if len(found) > 1:
         raise DataError(f"{root}: both {found[0][0].name} and {found[1][0].name} exist; name the split you mean: "
                         f"{found[0][1]} or {found[1][1]} (the paper trained on train2014, 80k images)")
+    for name in (split, "valid") if split == "val" else (split,):
+        if not found and (root / name / COCO_EXPORT_FILE).is_file():
+            found = [(root / name / COCO_EXPORT_FILE, name)]
     if not found:
-        raise DataError(f"{root}: no annotations/instances_{split}.json (a COCO folder holds "
-                        f"annotations/instances_{{train,val}}.json and the images they name)")
+        present = sorted([p.stem.removeprefix("instances_") for p in (root / "annotations").glob("instances_*.json")]
+                         + [p.parent.name for p in root.glob(f"*/{COCO_EXPORT_FILE}")])
+        raise DataError(f"{root}: no annotations/instances_{split}.json or {split}/{COCO_EXPORT_FILE} (a COCO folder "
+                        f"holds annotations/instances_{{train,val}}.json and the images they name); the splits there: "
+                        f"{', '.join(present) or 'none'} (choose them with train_split=NAME val_split=NAME)")
     return found[0]
 
 
