@@ -17,6 +17,7 @@ and spread over the rounds, and the ratio ours / baseline of each pair of rounds
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Iterator
 
 WORKER = """
 import json, resource, sys, time
@@ -98,6 +100,20 @@ def one_round(variant: str, model: str, seconds: float) -> list[dict]:
     return [json.loads(p.communicate()[0]) for p in procs]
 
 
+@contextlib.contextmanager
+def campaign_paused(pause: bool) -> Iterator[bool]:
+    """With ``pause``, the campaign's runs stopped (SIGSTOP) for the block and resumed (SIGCONT) after;
+    yields whether any were paused."""
+    paused = campaign_pids() if pause else []
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield bool(paused)
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}..{max(values):.3f})"
 
@@ -110,17 +126,11 @@ def main() -> None:
     parser.add_argument("--pause-campaign", action="store_true")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    paused = campaign_pids() if args.pause_campaign else []
-    for pid in paused:
-        os.kill(pid, signal.SIGSTOP)
     rounds: dict[str, list[list[dict]]] = {"baseline": [], "ours_default_allocator": [], "ours": []}
-    try:
+    with campaign_paused(args.pause_campaign) as paused:
         for _ in range(args.rounds):
             for variant in rounds:
                 rounds[variant].append(one_round(variant, args.model, args.seconds))
-    finally:
-        for pid in paused:
-            os.kill(pid, signal.SIGCONT)
     machine = {v: [sum(p["img_s"] for p in r) for r in rs] for v, rs in rounds.items()}
     cpu = {v: [statistics.fmean(p["cpu_s_per_step"] for p in r) for r in rs] for v, rs in rounds.items()}
     ratio = {v: [o / b for o, b in zip(machine[v], machine["baseline"])] for v in rounds if v != "baseline"}

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 
-from campaign_step import campaign_pids, spread
+from campaign_step import campaign_paused, spread
 
 WORKER = """
 import json, resource, sys, time
@@ -62,17 +61,11 @@ def main() -> None:
     parser.add_argument("--pause-campaign", action="store_true")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    paused = campaign_pids() if args.pause_campaign else []
-    for pid in paused:
-        os.kill(pid, signal.SIGSTOP)
     rounds: dict[str, list[dict]] = {"default": [], "kept": []}
-    try:
+    with campaign_paused(args.pause_campaign) as paused:
         for _ in range(args.rounds):
             for variant in rounds:
                 rounds[variant].append(one_round(variant, args.model, args.images))
-    finally:
-        for pid in paused:
-            os.kill(pid, signal.SIGCONT)
     ratio = [k["img_s"] / d["img_s"] for k, d in zip(rounds["kept"], rounds["default"])]
     cpu_ratio = [d["cpu_s_per_img"] / k["cpu_s_per_img"] for k, d in zip(rounds["kept"], rounds["default"])]
     load = os.getloadavg()[0]
