@@ -204,6 +204,40 @@ def test_timm_resnet_d_same_outputs(tmp_path):
         torch.testing.assert_close(model(x), theirs(x), rtol=1e-5, atol=1e-5)
 
 
+def test_timm_resnetv2_into_preact_same_outputs(tmp_path):
+    """timm's pre-activation resnetv2_50 (its real weights: resnetv2_50.a1h_in1k) -> preact_resnet50 v1.5."""
+    timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")
+    torch.manual_seed(0)
+    theirs = timm.create_model("resnetv2_50", pretrained=False, num_classes=10).eval()
+    with torch.no_grad():
+        for m in theirs.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    save_file(theirs.state_dict(), str(tmp_path / "model.safetensors"))
+    meta = import_weights("timm", tmp_path / "model.safetensors", tmp_path / "o.safetensors")
+    assert meta.model == "preact_resnet50" and meta.kwargs["variant"] == "v1.5"
+    model, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), theirs(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("timm_name,why", [("resnetv2_50d", "deep stem"), ("resnetv2_50x1_bit", "BiT: GroupNorm"),
+                                           ("resnetv2_18", "first unit keeps a clean identity")])
+def test_timm_resnetv2_variants_refused_by_name(tmp_path, monkeypatch, timm_name, why):
+    timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")
+    import resnetlab.importers as importers
+
+    with torch.device("meta"):
+        state = timm.create_model(timm_name, pretrained=False).state_dict()
+    monkeypatch.setattr(importers, "read_state_dict", lambda path: state)
+    with pytest.raises(WeightsError, match=why):
+        importers.import_timm(tmp_path / "m.pth")
+
+
 @pytest.mark.parametrize("keys,variant", [
     ({"conv1.0.weight": (64, 3), "conv1.3.weight": (64, 64), "conv1.6.weight": (128, 64)}, r"\(64, 64, 128\)"),
     ({"layer1.0.se.fc1.weight": (4, 4)}, "squeeze-excitation.*layer1.0.se.fc1.weight"),

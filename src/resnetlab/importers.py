@@ -5,7 +5,8 @@ One function per source maps the foreign keys onto a registered model's state di
 - ``akamaster``: the CIFAR checkpoints of pytorch_resnet_cifar10 (any depth, option A).
 - ``torchvision``: ResNets, ResNeXts and Wide ResNets (into ``variant="v1.5"``), VGG, DenseNet;
   AlexNet refused.
-- ``timm``: the same layout, plus the deep stem and avg-pool shortcuts of ``resnet*c``/``resnet*d``.
+- ``timm``: the same layout, plus the deep stem and avg-pool shortcuts of ``resnet*c``/``resnet*d``;
+  and ``resnetv2_50/101/152`` (pre-activation) into ``preact_resnet*``.
 - ``caffe``: the MSRA ResNet-50/101/152 ``.caffemodel`` files, read without Caffe.
 
 Foreign pickles are read only with ``torch.load(..., weights_only=True)`` (safetensors files
@@ -34,6 +35,7 @@ from torchvision.models import ResNet50_Weights
 
 from .constants import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from .errors import ConfigError, ResnetlabError, WeightsError
+from .models.preact_resnet import PREACT_IMAGENET_STAGES, PreActBottleneck
 from .models.resnet import DEEP_STEM_WIDTHS, IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
 from .registry import create_model, list_models
 from .weights import (WeightsMeta, check_state_dict, read_header, read_meta,
@@ -280,9 +282,12 @@ TIMM_REFUSED: tuple[tuple[str, str, str], ...] = (
 def import_timm(path: Path, model_name: str | None = None) -> Imported:
     """timm's ResNets in torchvision's layout (stride on the 3x3: ``v1.5``): ``resnet18..152``,
     ``resnet*c`` (deep stem) and ``resnet*d`` (deep stem, avg-pool shortcuts), ``resnext*`` and
-    ``wide_resnet*``.  SE/ECA attention, anti-aliasing and the other stems are refused by name.
+    ``wide_resnet*``; and the pre-activation ``resnetv2_50/101/152``.  SE/ECA attention,
+    anti-aliasing and the other stems are refused by name.
     """
     state = read_state_dict(path)
+    if any(k.startswith("stages.") for k in state):
+        return _import_timm_resnetv2(state, path, model_name)
     for pattern, variant, why in TIMM_REFUSED:
         hit = next((k for k in state if re.search(pattern, k)), None)
         if hit is not None:
@@ -294,6 +299,41 @@ def import_timm(path: Path, model_name: str | None = None) -> Imported:
     model = _target(model_name, name, path, **kwargs)
     _load(model, state, path)
     return Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(kwargs["num_classes"]))
+
+
+def _timm_resnetv2_key(key: str) -> str:
+    """A timm ``resnetv2`` key -> resnetlab's pre-activation ResNet key."""
+    key = key.replace("stem.conv.", "conv1.").replace("head.fc.", "fc.").replace("downsample.conv.", "downsample.0.")
+    key = re.sub(r"^norm\.", "final_bn.", key)
+    key = re.sub(r"^stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"layer{int(m.group(1)) + 1}.{m.group(2)}.", key)
+    return re.sub(r"\.norm(\d)\.", r".bn\1.", key)
+
+
+def _import_timm_resnetv2(state: StateDict, path: Path, model_name: str | None) -> Imported:
+    """timm's ``resnetv2_50/101/152`` (pre-activation with BN, stride on the 3x3): resnetlab's
+    ``preact_resnet*`` with ``variant="v1.5"``, the same outputs (tests/test_importers.py).  Its
+    other stems, BiT's GroupNorm and weight-standardized convs, and the basic-block nets (whose first
+    unit keeps a clean identity where He et al. 2016 share the BN-ReLU) are refused by name."""
+    if "stem.conv.weight" not in state:
+        raise WeightsError(f"{path}: timm resnetv2 with a deep stem (resnetv2_*d) refused: its stem is three 3x3 "
+                           "convs; resnetlab's pre-activation nets have the 7x7 stem")
+    if "norm.running_mean" not in state:
+        raise WeightsError(f"{path}: timm resnetv2 without BN statistics (BiT: GroupNorm and weight-standardized "
+                           "convs) refused: another network")
+    if "stages.0.blocks.0.conv3.weight" not in state:
+        raise WeightsError(f"{path}: timm resnetv2_18/34 refused: their first unit keeps a clean identity, where "
+                           "He et al. 2016 (and resnetlab's preact_resnet18/34) share its BN-ReLU")
+    layers = tuple(_blocks(state, rf"stages\.{i}\.blocks") for i in range(4))
+    depth = next((d for d, (block, stages) in PREACT_IMAGENET_STAGES.items()
+                  if stages == layers and block is PreActBottleneck), None)
+    if depth is None:
+        raise WeightsError(f"{path}: timm resnetv2 with bottleneck units {layers} per stage is not a "
+                           f"pre-activation ResNet-{'/'.join(map(str, sorted(PREACT_IMAGENET_STAGES)))}")
+    state = {_timm_resnetv2_key(k): v.flatten(1) if k == "head.fc.weight" else v for k, v in state.items()}
+    num_classes = int(state["fc.weight"].shape[0])
+    model = _target(model_name, f"preact_resnet{depth}", path, variant="v1.5", num_classes=num_classes)
+    _load(model, state, path)
+    return Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(num_classes))
 
 
 # ----------------------------------------------------------------------------- caffe
