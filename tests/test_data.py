@@ -91,6 +91,30 @@ def test_cifar_python_batches(tmp_path: Path) -> None:
     assert len(open_dataset(f"cifar10={tmp_path}", "val")) == 10
 
 
+def test_cifar_published_archive_read_in_place(tmp_path: Path) -> None:
+    """`cifar10=cifar-10-python.tar.gz`, the file as downloaded: the same images as the extracted folder;
+    a hostile member is refused as in a folder, and another archive is named as such."""
+    import tarfile
+
+    _write_batches(tmp_path / "cifar-10-batches-py")
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    for split in ("train", "val", "test"):
+        packed = open_dataset(f"cifar10={tmp_path / 'cifar-10-python.tar.gz'}", split)
+        folder = open_dataset(f"cifar10={tmp_path}", split)
+        assert torch.equal(packed.images, folder.images) and torch.equal(packed.targets, folder.targets)
+    with open(tmp_path / "cifar-10-batches-py" / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": _Boom()}, f, protocol=2)
+    with tarfile.open(tmp_path / "bad.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    with pytest.raises(DataError, match=r"bad.tar.gz:cifar-10-batches-py/batches.meta.*refusing to load"):
+        open_dataset(f"cifar10={tmp_path / 'bad.tar.gz'}", "test")
+    with tarfile.open(tmp_path / "other.tar", "w") as tar:
+        tar.add(tmp_path / "cifar-10-batches-py" / "test_batch", arcname="test_batch")
+    with pytest.raises(DataError, match="other.tar: not the published cifar10 archive"):
+        open_dataset(f"cifar10={tmp_path / 'other.tar'}", "test")
+
+
 class _Boom:
     def __reduce__(self):
         return (os.system, ("touch /tmp/resnetlab-pwned",))

@@ -11,9 +11,11 @@ every time; :func:`open_train_val` gives the matching 45k training part.
 from __future__ import annotations
 
 import copy
+import io
 import pickle
+import tarfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -266,6 +268,11 @@ def _synthetic(split: str, size_text: str | None) -> ImageSet:
 # ----------------------------------------------------------------------------- CIFAR
 
 
+#: name -> (the published python folder, a file it holds, the archive that holds the folder)
+CIFAR_PUBLISHED = {"cifar10": ("cifar-10-batches-py", "data_batch_1", "cifar-10-python.tar.gz"),
+                   "cifar100": ("cifar-100-python", "train", "cifar-100-python.tar.gz")}
+
+
 class _BatchUnpickler(pickle.Unpickler):
     """Reads the published CIFAR python batches without running code from the file:
     only numpy array reconstruction is allowed, anything else is refused."""
@@ -291,38 +298,68 @@ class _BatchUnpickler(pickle.Unpickler):
 def _load_batch(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            batch = _BatchUnpickler(f, encoding="latin1").load()  # as published: Python 2 pickles
+            return _unpickle_batch(f, str(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _unpickle_batch(f: IO[bytes], where: str) -> dict:
+    try:
+        batch = _BatchUnpickler(f, encoding="latin1").load()  # as published: Python 2 pickles
     except Exception as exc:
-        raise DataError(f"{path}: not a CIFAR python batch ({exc.__class__.__name__}: {exc})") from None
+        raise DataError(f"{where}: not a CIFAR python batch ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(batch, dict):
-        raise DataError(f"{path}: not a CIFAR python batch (no dict inside)")
+        raise DataError(f"{where}: not a CIFAR python batch (no dict inside)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
-def _cifar_batches(name: str, root: Path, split: str) -> ImageSet:
-    """The python-batches folder as published (``cifar-10-batches-py`` / ``cifar-100-python``)."""
+def _batch_files(name: str, split: str) -> tuple[list[str], str]:
+    """``(image batch files, meta file)`` of ``split`` in the published python layout."""
     if name == "cifar10":
-        files = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
-        meta_file, names_key, label_key = "batches.meta", "label_names", "labels"
-    else:
-        files = ["test"] if split == "test" else ["train"]
-        meta_file, names_key, label_key = "meta", "fine_label_names", "fine_labels"
+        return (["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]), "batches.meta"
+    return (["test"] if split == "test" else ["train"]), "meta"
+
+
+def _cifar_archive(name: str, archive: Path, split: str) -> ImageSet:
+    """The archive as published (``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``), read in
+    place: the members of ``split`` in one pass, unpickled as the folder's files are."""
+    subdir = CIFAR_PUBLISHED[name][0]
+    files, meta_file = _batch_files(name, split)
+    wanted = {f"{subdir}/{file}" for file in [*files, meta_file]}
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                if member.name in wanted and member.isfile():
+                    found[member.name] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{archive}: not a readable {name} archive ({exc})") from None
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise DataError(f"{archive}: not the published {name} archive (no {', '.join(missing)})")
+    return _cifar_batches(name, lambda file: _unpickle_batch(io.BytesIO(found[f"{subdir}/{file}"]),
+                                                             f"{archive}:{subdir}/{file}"), split, str(archive))
+
+
+def _cifar_batches(name: str, read: Callable[[str], dict], split: str, root: str) -> ImageSet:
+    """The python batches as published (``cifar-10-batches-py`` / ``cifar-100-python``), each file
+    read by ``read(name)``; ``root`` names them in messages."""
+    files, meta_file = _batch_files(name, split)
+    names_key, label_key = ("label_names", "labels") if name == "cifar10" else ("fine_label_names", "fine_labels")
     images, labels = [], []
     for file in files:
-        batch = _load_batch(root / file)
+        batch = read(file)
         data, target = batch.get("data"), batch.get(label_key)
         if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or target is None \
                 or len(target) != len(data):
-            raise DataError(f"{root / file}: malformed CIFAR batch (expected 'data' N x 3072 and '{label_key}')")
+            raise DataError(f"{root}/{file}: malformed CIFAR batch (expected 'data' N x 3072 and '{label_key}')")
         images.append(torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(-1, 3, 32, 32))
         labels.append(torch.as_tensor(np.asarray(target), dtype=torch.int64))
-    meta = _load_batch(root / meta_file)
+    meta = read(meta_file)
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(names_key, [])]
     num_classes = 10 if name == "cifar10" else 100
     if len(classes) != num_classes:
-        raise DataError(f"{root / meta_file}: expected {num_classes} names under '{names_key}'")
+        raise DataError(f"{root}/{meta_file}: expected {num_classes} names under '{names_key}'")
     targets = torch.cat(labels)
     if targets.min() < 0 or targets.max() >= num_classes:
         raise DataError(f"{root}: labels outside 0..{num_classes - 1}")
@@ -351,13 +388,17 @@ def _cifar_folder(name: str, root: Path, split: str, skip_bad_images: bool) -> I
 
 
 def _cifar(name: str, root: Path, split: str, skip_bad_images: bool) -> ImageSet:
+    if root.is_file():
+        if not tarfile.is_tarfile(root):
+            raise DataError(f"{root}: a file that is not a tar archive; {name}=PATH takes the published archive "
+                            f"({CIFAR_PUBLISHED[name][2]}) or a folder")
+        return _cifar_archive(name, root, split)
     if not root.is_dir():
         raise DataError(f"{name} folder not found: {root}")
-    published = {"cifar10": ("cifar-10-batches-py", "data_batch_1"), "cifar100": ("cifar-100-python", "train")}
-    subdir, marker = published[name]
+    subdir, marker, _ = CIFAR_PUBLISHED[name]
     for candidate in (root, root / subdir):
         if (candidate / marker).is_file():
-            return _cifar_batches(name, candidate, split)
+            return _cifar_batches(name, lambda file: _load_batch(candidate / file), split, str(candidate))
     if (root / "train").is_dir() or (root / "test").is_dir():
         return _cifar_folder(name, root, split, skip_bad_images)
     raise DataError(f"{root} is neither a {subdir} python-batches folder nor an image-folder root "
