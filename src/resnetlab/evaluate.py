@@ -321,7 +321,9 @@ def probabilities(
     input size and normalization (crops, or scales and flips), then averaged across members: an
     ensemble, and with one member the model alone.  ``dataset`` yields ``(uint8 C x H x W,
     target)``.  An unreadable image is a :class:`DataError` naming it; given a ``skipped`` list,
-    such images are left out and their messages appended to it.
+    such images are left out and their messages appended to it.  On a CPU it asks malloc to keep
+    freed memory for reuse (:func:`~resnetlab.device.keep_freed_memory`, process-wide, as
+    :func:`~resnetlab.train.train` does): the process then stays at its peak memory.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
