@@ -330,8 +330,9 @@ def _cifar_archive(name: str, archive: Path, split: str) -> ImageSet:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                if member.name in wanted and member.isfile():
-                    found[member.name] = tar.extractfile(member).read()
+                name_in_tar = member.name.removeprefix("./")  # a repacked archive may say ./cifar-10-batches-py/
+                if name_in_tar in wanted and member.isfile():
+                    found[name_in_tar] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: not a readable {name} archive ({exc})") from None
     missing = sorted(wanted - set(found))
