@@ -92,11 +92,12 @@ def plot_curves(
     unit = 1e4 if last >= 1e4 else 1.0  # the paper's "iter. (1e4)"; plain iterations for short runs
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items()):
+        labelled = []  # (line, label): given to legend() explicitly, so that any name shows (even "_x")
         for i, c in enumerate(curves):
             color = f"C{i}"
             ax.plot([t / unit for t in c.train_iters], [100 * e for e in c.train_err], "--", lw=0.8, color=color)
-            ax.plot([t / unit for t in c.val_iters], [100 * e for e in c.val_err], "-", lw=2.2, color=color,
-                    label=c.label)
+            (line,) = ax.plot([t / unit for t in c.val_iters], [100 * e for e in c.val_err], "-", lw=2.2, color=color)
+            labelled.append((line, c.label))
             if c.label in paper:
                 at, err = paper[c.label]
                 ax.plot([at / unit], [100 * err], "o", ms=9, mfc="none", mew=1.8, color=color)
@@ -106,7 +107,7 @@ def plot_curves(
         ax.set_xlim(0, last / unit * 1.02 if length else None)
         ax.grid(alpha=0.3)
         if any(c.val_iters for c in curves):  # the labels sit on the validation lines
-            ax.legend(loc="upper right", fontsize=8)
+            ax.legend(*zip(*labelled), loc="upper right", fontsize=8)
     circles = ", o: paper" if paper else ""
     axes[0][0].set_ylabel(f"error (%)  [dashed: train, bold: {held_out}{circles}]", fontsize=9)
     return _save(fig, path, note, title)
