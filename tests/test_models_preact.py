@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 
 import pytest
 import torch
 from torch import nn
 
 from resnetlab import ConfigError, create_model, list_models, model_info
+from resnetlab.importers import _timm_resnetv2_key
 from resnetlab.models.layers import ZeroPadShortcut
 from resnetlab.models.preact_resnet import (PreActBasicBlock, PreActBottleneck, PreActResNet, cifar_preact_resnet,
                                             preact_resnet)
@@ -190,14 +190,6 @@ def test_refusals():
         preact_resnet(depth=77)
 
 
-def _timm_keys(key: str) -> str:
-    """timm resnetv2 key -> ours."""
-    key = key.replace("stem.conv.", "conv1.").replace("head.fc.", "fc.").replace("downsample.conv.", "downsample.0.")
-    key = re.sub(r"^norm\.", "final_bn.", key)
-    key = re.sub(r"^stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"layer{int(m.group(1)) + 1}.{m.group(2)}.", key)
-    return re.sub(r"\.norm(\d)\.", r".bn\1.", key)
-
-
 def _from_timm(name: str, ours: nn.Module) -> nn.Module:
     timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")
     theirs = timm.create_model(name, pretrained=False).eval()
@@ -207,7 +199,7 @@ def _from_timm(name: str, ours: nn.Module) -> nn.Module:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
                 m.bias.uniform_(-0.5, 0.5)
-    state = {_timm_keys(k): v.flatten(1) if k == "head.fc.weight" else v for k, v in theirs.state_dict().items()}
+    state = {_timm_resnetv2_key(k): v.flatten(1) if k == "head.fc.weight" else v for k, v in theirs.state_dict().items()}
     ours.load_state_dict(state, strict=True)
     return theirs
 
