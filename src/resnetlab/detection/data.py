@@ -301,13 +301,14 @@ def _voc_objects(xml_path: Path) -> tuple[int, int, list[tuple]]:
     return width, height, objects
 
 
-def _voc_classes(found: Path, names: set[str]) -> list[str]:
+def _voc_classes(found: Path, names: set[str], read: set[Path]) -> list[str]:
     """VOC's 20 classes in the devkit's order when every object is one of them; otherwise (a data set
     of one's own in the devkit layout, as labelling tools export it) the names in all of
-    ``Annotations/``, sorted, so that every split of the folder gets the same labels."""
+    ``Annotations/``, sorted, so that every split of the folder gets the same labels.  ``names`` are
+    those of the XML files ``read`` already (not parsed again)."""
     if names <= set(VOC_CLASSES):
         return list(VOC_CLASSES)
-    for xml_path in sorted((found / "Annotations").glob("*.xml")):
+    for xml_path in sorted(set((found / "Annotations").glob("*.xml")) - read):
         try:
             names |= {obj[4] for obj in _voc_objects(xml_path)[2]}
         except DataError:
@@ -347,7 +348,8 @@ def read_voc(root: str | os.PathLike, split: str, skip_bad_images: bool = False)
             if not skip_bad_images:
                 raise
             left_out.append(str(exc))
-    classes = _voc_classes(found, {obj[4] for *_, (_, _, objects) in parsed.values() for obj in objects})
+    classes = _voc_classes(found, {obj[4] for *_, (_, _, objects) in parsed.values() for obj in objects},
+                           {xml_path for _, xml_path, _ in parsed.values()})
     label_of = {c: i + 1 for i, c in enumerate(classes)}
     records = []
     for index, (image_name, xml_path, (width, height, objects)) in parsed.items():
