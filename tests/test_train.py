@@ -28,6 +28,8 @@ from resnetlab.errors import ConfigError, DataError, TrainingError
 from resnetlab.models.cifar_resnet import cifar_resnet
 from resnetlab.recipes import TrainConfig, get_recipe
 from resnetlab.train import Schedule, train
+from resnetlab.train.distributed import Processes
+from resnetlab.train.loop import Meter
 
 TINY = "_test_cifar_resnet8"
 REGISTER = f"""
@@ -204,6 +206,19 @@ def test_warmup_window_survives_a_checkpoint() -> None:
     resumed.load_state_dict(first.state_dict())
     feed(resumed, range(6, 10))
     assert not whole.warm and not resumed.warm and resumed.window == whole.window == [0.0, 0.0]
+
+
+def test_pending_steps_keep_their_time_across_a_checkpoint() -> None:
+    """The steps logged after a resume but trained before the stop count at the speed they were
+    trained at: 10 steps of 128 images that took 4 s are 320 img/s, not 1,280 images over the
+    few microseconds since the resume."""
+    trained = Meter()
+    for _ in range(10):
+        trained.add(torch.tensor(1.0), torch.tensor(64), 128)
+    trained.since -= 4.0
+    resumed = Meter()
+    resumed.load_state_dict(trained.state_dict(), torch.device("cpu"), trained.seconds())
+    assert resumed.take(Processes())["img_s"] == pytest.approx(320, rel=0.01)
 
 
 def test_batched_crop_flip_matches_per_image() -> None:

@@ -100,12 +100,20 @@ class Meter:
         self.since = time.perf_counter()
         return {"train_loss": loss / n, "train_err": 1 - hits / n, "img_s": round(n / seconds, 1)}
 
+    def seconds(self) -> float:
+        """Training seconds spent on the pending steps so far (kept in a checkpoint beside them)."""
+        return time.perf_counter() - self.since
+
     def state_dict(self) -> list[list[float]]:
         return [[float(loss), int(correct), n] for loss, correct, n in self.pending]
 
-    def load_state_dict(self, state: list[list[float]], device: torch.device) -> None:
+    def load_state_dict(self, state: list[list[float]], device: torch.device, seconds: float = 0.0) -> None:
+        """The pending steps of a checkpoint and the ``seconds`` they took, so that the first log
+        line after a resume reports the images/s they were trained at, not their count over the
+        time since the resume."""
         self.pending = [(torch.tensor(loss, dtype=torch.float32, device=device),
                          torch.tensor(int(correct), device=device), int(n)) for loss, correct, n in state]
+        self.since = time.perf_counter() - seconds
 
 
 def run_steps(state: TrainState, step_fn: StepFn, batches: TrainBatches, meter: Meter, hooks: list[Hook],
@@ -416,7 +424,7 @@ class _Run:
         self._guard()
         if self.processes.main:
             runfolder.save_checkpoint(self.out / runfolder.CHECKPOINT, {
-                **self.state.state_dict(), "meter": self.meter.state_dict(),
+                **self.state.state_dict(), "meter": self.meter.state_dict(), "meter_seconds": self.meter.seconds(),
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "metrics_offset": self.metrics.offset(), "elapsed": self._elapsed(), "skipped": self.skipped})
@@ -424,7 +432,7 @@ class _Run:
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self.state.load_state_dict(saved)
-        self.meter.load_state_dict(saved.get("meter", []), self.device)
+        self.meter.load_state_dict(saved.get("meter", []), self.device, float(saved.get("meter_seconds", 0.0)))
         torch.set_rng_state(saved["rng_cpu"])
         if self.device.type == "cuda" and saved.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(saved["rng_cuda"], self.device)
