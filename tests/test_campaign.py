@@ -92,6 +92,19 @@ def _write_run(root: Path, model: str, steps: int, test_err: float, finished: bo
         (run / runfolder.FINAL).write_bytes(b"weights")
 
 
+def test_eta_leaves_pauses_out(tmp_path):
+    """A run paused for an hour (SIGSTOP by a benchmark) inside its last 1,000 steps keeps the ETA
+    of its speed, 0.4 s per step, instead of adding the hour to every remaining step."""
+    run = tmp_path / "cifar_resnet20"
+    _write_run(tmp_path, "cifar_resnet20", 0, 0.5, finished=False)
+    seconds, lines = 0.0, []
+    for step in range(100, 2001, 100):
+        seconds += 40 + (3600 if step == 1700 else 0)
+        lines.append({"step": step, "train_loss": 1.0, "train_err": 0.3, "img_s": 320.0, "time": seconds})
+    (run / runfolder.METRICS).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert Campaign(tmp_path).status("cifar_resnet20")["eta_s"] == round(0.4 * 62_000)
+
+
 def test_status_report_row_and_figure_come_from_the_run_folders(tmp_path):
     results = tmp_path / "results"
     root = results / "campaign"

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -236,7 +237,7 @@ class Campaign:
 
     def status(self, model: str) -> dict[str, Any]:
         """Where ``model``'s run stands: step of total, images/s, seconds per step over the last
-        1,000 logged steps (training and testing), ETA, the last test error, running or not, and
+        1,000 logged steps (training and testing; pauses left out), ETA, the last test error, running or not, and
         the machines that trained it (vector capability and CPU or GPU)."""
         total = self.config(model).iterations
         records = runfolder.read_metrics(self.root / model)
@@ -245,9 +246,14 @@ class Campaign:
         step = logs[-1]["step"] if logs else 0
         per_step = None
         if len(logs) >= 2:
-            first = next(r for r in logs if r["step"] >= step - 1000)
-            first = first if first["step"] < step else logs[-2]
-            per_step = (logs[-1]["time"] - first["time"]) / (step - first["step"])
+            first = next(i for i, r in enumerate(logs) if r["step"] >= step - 1000)
+            window = logs[min(first, len(logs) - 2):]
+            rates = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(window, window[1:])]
+            # an interval over 5x the median is a pause (SIGSTOP by a benchmark, a suspended
+            # machine), not the run's speed: it counts at the median
+            usual = statistics.median(rates)
+            per_step = sum((r if r <= 5 * usual else usual) * (b["step"] - a["step"])
+                           for r, a, b in zip(rates, window, window[1:])) / (step - window[0]["step"])
         finished = self.finished(model)
         return {
             "run": model, "step": total if finished else step, "iterations": total, "finished": finished,
