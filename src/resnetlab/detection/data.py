@@ -167,6 +167,11 @@ class DetectionSet(torch.utils.data.Dataset):
         return {"images": images, "annotations": annotations, "categories": categories}
 
 
+def _splits(present: Sequence[str]) -> str:
+    """The end of a missing-split message: the splits a folder has and how to choose them."""
+    return f"the splits there: {', '.join(present) or 'none'} (choose them with train_split=NAME val_split=NAME)"
+
+
 def _record(image_id: int, path: Path, width: int, height: int, objects: list[tuple], where: str) -> DetectionRecord:
     """Check ``objects`` ``(x1, y1, x2, y2, label, iscrowd, difficult)`` against the image size."""
     for x1, y1, x2, y2, *_ in objects:
@@ -207,8 +212,7 @@ def _coco_annotations(root: Path, split: str) -> tuple[Path, str]:
         present = sorted([p.stem.removeprefix("instances_") for p in (root / "annotations").glob("instances_*.json")]
                          + [p.parent.name for p in root.glob(f"*/{COCO_EXPORT_FILE}")])
         raise DataError(f"{root}: no annotations/instances_{split}.json or {split}/{COCO_EXPORT_FILE} (a COCO folder "
-                        f"holds annotations/instances_{{train,val}}.json and the images they name); the splits there: "
-                        f"{', '.join(present) or 'none'} (choose them with train_split=NAME val_split=NAME)")
+                        f"holds annotations/instances_{{train,val}}.json and the images they name); {_splits(present)}")
     return found[0]
 
 
@@ -336,8 +340,7 @@ def read_voc(root: str | os.PathLike, split: str, skip_bad_images: bool = False)
         stems = {p.stem for p in listing.parent.glob("*.txt")}
         # per-class listings (aeroplane_train.txt beside train.txt) are not splits
         present = sorted(s for s in stems if s.rpartition("_")[2] not in stems - {s})
-        raise DataError(f"{found}: no ImageSets/Main/{split}.txt; the splits there: {', '.join(present) or 'none'} "
-                        "(choose them with train_split=NAME val_split=NAME)")
+        raise DataError(f"{found}: no ImageSets/Main/{split}.txt; {_splits(present)}")
     ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
     parsed, left_out = {}, []
     for index, image_name in enumerate(ids):
