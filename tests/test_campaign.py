@@ -157,3 +157,28 @@ def test_the_shared_data_is_the_lossless_cifar10(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(campaign, "SHARED_DATA", SHARED_CIFAR)
     assert sorted(p.name for p in campaign.ensure_data().iterdir()) == sorted(campaign.SHA256)
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="the lossless CIFAR-10 (../shared/data/cifar10) is absent")
+@pytest.mark.parametrize("model", campaign.STAGES[0])
+def test_committed_weights_give_the_reported_test_error(model):
+    """A finished run's committed weights, loaded from their file alone (model, per-pixel mean,
+    classes), give on the 10,000 test images the test error its run recorded at the 64k-th
+    iteration, the number REPORT's Table 6 row shows. Up to 3 images may differ: another CPU's
+    vector arithmetic, or another batch size, can move a borderline image."""
+    from resnetlab.data import open_dataset
+    from resnetlab.evaluate import evaluate
+    from resnetlab.weights import load_weights
+
+    repo = Path(__file__).resolve().parents[1]
+    weights = repo / campaign.WEIGHTS_DIR / f"{model}.safetensors"
+    if not weights.is_file():
+        pytest.skip(f"{model}'s run has not finished: no {weights}")
+    recorded = [r for r in runfolder.read_metrics(repo / campaign.ROOT / model) if r.get("val_err") is not None]
+    assert recorded[-1]["step"] == 64_000 and recorded[-1]["val_n"] == 10_000
+    net, meta = load_weights(weights)
+    assert meta.model == model and len(meta.classes) == 10 and len(meta.mean[0]) == 32  # 3 x 32 x 32
+    result = evaluate(net, open_dataset(f"cifar10={SHARED_CIFAR}", "test"), protocol="full", mean=meta.mean,
+                      std=meta.std, batch_size=500, progress=False)
+    assert result["n"] == 10_000
+    assert abs(result["correct"] - round((1 - recorded[-1]["val_err"]) * 10_000)) <= 3
