@@ -9,7 +9,7 @@ from torch import nn
 
 from resnetlab import ConfigError, create_model
 from resnetlab.analysis.gradients import gradient_norms, weighted_layers
-from resnetlab.analysis.plots import Curve, plot_curves, plot_gradient_norms, plot_responses
+from resnetlab.analysis.plots import Curve, fig6_ymax, plot_curves, plot_gradient_norms, plot_responses
 from resnetlab.analysis.responses import layer_responses, response_layers
 from resnetlab.data.transforms import normalize
 from resnetlab.models.cifar_resnet import cifar_plain, cifar_resnet
@@ -126,3 +126,13 @@ def test_plots_write_small_pngs(tmp_path) -> None:
     for path in paths:
         assert path.is_file() and _is_png(path) and path.stat().st_size < 150_000
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["fig6.png", "fig7.png", "g.png"]
+
+
+def test_fig6_axis_is_the_papers_unless_a_later_error_lies_above_it():
+    """A full-length run starts near 90 % error, off the paper's 0-20 % axis as in the paper; an
+    error above 20 % after the first 5 % of the iterations (a shortened run) grows the axis."""
+    full = Curve("ResNet-20", [100, 5000, 64000], [0.9, 0.15, 0.01], [1000, 4000, 64000], [0.6, 0.18, 0.083])
+    assert fig6_ymax([full], 64000) == 20.0
+    noisy = Curve("plain-20", [100, 64000], [0.9, 0.02], [1000, 5000, 64000], [0.5, 0.31, 0.095])
+    assert fig6_ymax([full, noisy], 64000) == 40.0
+    assert fig6_ymax([Curve("short", [10, 300], [0.9, 0.6])], 300) == 70.0

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..files import atomic_save  # noqa: E402
 
-__all__ = ["Curve", "plot_curves", "plot_responses", "plot_gradient_norms"]
+__all__ = ["Curve", "fig6_ymax", "plot_curves", "plot_responses", "plot_gradient_norms"]
 
 #: Fig. 6 axes: 0-6.4e4 iterations, 0-20 % error
 PAPER_FIG6_YMAX = 20.0
@@ -67,6 +67,15 @@ def _save(fig: plt.Figure, path: str | os.PathLike, note: str | None, title: str
     return path
 
 
+def fig6_ymax(curves: Sequence[Curve], last: int) -> float:
+    """The top of Fig. 6's error axis, in %: the paper's 20 % unless an error after the first 5 %
+    of ``last`` iterations lies above it (the paper's axes cut off the first iterations, whose
+    error is far higher), then the next multiple of 10 above that error."""
+    worst = max((max([e for t, e in zip(c.val_iters + c.train_iters, c.val_err + c.train_err) if t >= 0.05 * last],
+                     default=0.0) for c in curves), default=0.0)
+    return PAPER_FIG6_YMAX if worst * 100 <= PAPER_FIG6_YMAX else min(100.0, 10 * (int(worst * 10) + 1))
+
+
 def plot_curves(
     panels: Mapping[str, Sequence[Curve]],
     path: str | os.PathLike,
@@ -82,13 +91,12 @@ def plot_curves(
     ``held_out`` error (validation or test), one colour per run; ``paper`` maps a curve's label
     to the paper's ``(iteration, error)``, drawn as a hollow circle in the curve's colour; the x
     axis spans ``length`` iterations (default: the longest curve) in every panel.  The
-    paper's axes (0-20 %) are kept unless a measured error lies above them, then the axis grows
-    to show it (shortened runs)."""
+    paper's axes (0-20 %) are kept unless an error after the first 5 % of the iterations lies
+    above them, then the axis grows to show it (shortened runs)."""
     paper = paper or {}
-    worst = max((max(c.val_err + c.train_err, default=0.0) for cs in panels.values() for c in cs), default=0.0)
-    ymax = PAPER_FIG6_YMAX if worst * 100 <= PAPER_FIG6_YMAX else min(100.0, 10 * (int(worst * 10) + 1))
     last = length or max((max(c.train_iters + c.val_iters, default=0) for cs in panels.values() for c in cs),
                          default=0)
+    ymax = fig6_ymax([c for cs in panels.values() for c in cs], last)
     unit = 1e4 if last >= 1e4 else 1.0  # the paper's "iter. (1e4)"; plain iterations for short runs
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items()):
