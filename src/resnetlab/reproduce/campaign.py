@@ -248,12 +248,11 @@ class Campaign:
         if len(logs) >= 2:
             first = next(i for i, r in enumerate(logs) if r["step"] >= step - 1000)
             window = logs[min(first, len(logs) - 2):]
-            rates = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(window, window[1:])]
-            # an interval over 5x the median is a pause (SIGSTOP by a benchmark, a suspended
-            # machine), not the run's speed: it counts at the median
-            usual = statistics.median(rates)
-            per_step = sum((r if r <= 5 * usual else usual) * (b["step"] - a["step"])
-                           for r, a, b in zip(rates, window, window[1:])) / (step - window[0]["step"])
+            gaps = [(b["step"] - a["step"], b["time"] - a["time"]) for a, b in zip(window, window[1:])]
+            # an interval over 5x the median per step is a pause (SIGSTOP by a benchmark, a
+            # suspended machine), not the run's speed: it counts at the median
+            usual = statistics.median(t / n for n, t in gaps)
+            per_step = sum(t if t <= 5 * usual * n else usual * n for n, t in gaps) / sum(n for n, _ in gaps)
         finished = self.finished(model)
         return {
             "run": model, "step": total if finished else step, "iterations": total, "finished": finished,
