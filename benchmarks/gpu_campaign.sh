@@ -24,7 +24,7 @@ BENCH_S=${BENCH_S:-30}         # step 2, all models together
 STOP_S=${STOP_S:-45}           # kept for the checkpoints and the packing
 ROOT=${ROOT:-results/campaign}
 OUT=${OUT:?OUT must name the folder whose files come back}
-PY=${PY:-python3}
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}  # `make demo`'s venv here, the device's python there
 REHEARSAL=${REHEARSAL:-}
 rehearsal=(); [ -n "$REHEARSAL" ] && rehearsal=(--rehearsal "$REHEARSAL")
 export PYTHONUNBUFFERED=1
@@ -48,9 +48,9 @@ echo "== 3. training images/s of each model (the engine's step against an eager 
 "$PY" - "$BENCH_S" "$OUT/bench.jsonl" <<'EOF_BENCH'
 import json, sys, time
 from resnetlab.bench import bench_train
-from resnetlab.reproduce.campaign import STAGES
+from resnetlab.reproduce.campaign import RUNS
 budget, out = float(sys.argv[1]), sys.argv[2]
-models = [m for stage in STAGES for m in stage]
+models = list(dict.fromkeys(run.model for run in RUNS.values()))
 start = time.perf_counter()
 with open(out, "a") as f:
     for i, model in enumerate(models):

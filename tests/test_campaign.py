@@ -19,20 +19,66 @@ from resnetlab.report import write_report
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar-10-batches-py"
 
 
+#: stage 1's checks: ResNet-20 on 45k images (seed 0), and on 50k with seed 1
+CHECKS = {"cifar_resnet20_45k": (45_000, 0), "cifar_resnet20_seed1": (None, 1)}
+
+
 def test_every_run_is_section_4_2_on_all_50k_images():
     # He et al. 2015, section 4.2, written here independently of resnetlab.recipes
-    for model in Campaign().models:
-        cfg = Campaign().config(model)
+    for name in Campaign().models:
+        cfg = Campaign().config(name)
         assert (cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (128, 0.1, 0.9, 1e-4)
         assert (cfg.iterations, tuple(cfg.milestones), cfg.gamma) == (64_000, (32_000, 48_000), 0.1)
         assert (cfg.augment, cfg.pad, cfg.flip, cfg.normalization) == ("cifar", 4, True, "per_pixel_mean")
-        assert cfg.val == "test" and cfg.train_subset is None  # all 50,000 images; the test error is watched
-        assert cfg.seed == 0 and cfg.label_smoothing == 0 and cfg.ema_decay == 0
+        assert cfg.val == "test" and cfg.label_smoothing == 0 and cfg.ema_decay == 0  # the test error is watched
+        # all 50,000 images with seed 0, but for the two checks of stage 1
+        assert (cfg.train_subset, cfg.seed) == CHECKS.get(name, (None, 0))
+        assert cfg.model == ("cifar_resnet20" if name in CHECKS else name)
+        assert campaign.RUNS[name].is_check == (name in CHECKS)
         # "0.01 to warm up the training until the training error is below 80%" for ResNet-110 only
-        assert cfg.warmup_until_train_error == (0.8 if model == "cifar_resnet110" else None)
+        assert cfg.warmup_until_train_error == (0.8 if name == "cifar_resnet110" else None)
     assert [list(s) for s in campaign.STAGES] == [
-        ["cifar_resnet20", "cifar_plain20"], ["cifar_resnet56", "cifar_plain56"],
+        ["cifar_resnet20", "cifar_plain20"], [*CHECKS, "cifar_resnet56", "cifar_plain56"],
         ["cifar_resnet32", "cifar_plain32", "cifar_resnet44", "cifar_plain44", "cifar_resnet110"]]
+
+
+def test_a_cpu_trains_one_run_per_core_in_the_stage_order(tmp_path, monkeypatch):
+    """Two cores, stage 2 (four runs): the two checks start first at one thread each; when one
+    ends (it calls start again), the next run of the stage takes its core. A GPU starts them all."""
+    started: list[tuple[str, str]] = []
+    running: set[str] = set()
+
+    def popen(command, env, **kwargs):
+        started.append((command[command.index("train") + 1], env["OMP_NUM_THREADS"]))
+        running.add(started[-1][0])
+
+    monkeypatch.setattr(campaign, "ensure_data", lambda source=None: None)
+    monkeypatch.setattr(campaign.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(campaign.subprocess, "Popen", popen)
+    monkeypatch.setattr(Campaign, "running", lambda self, name: name in running)
+    for name in campaign.STAGES[0]:
+        _write_run(tmp_path, name, 64_000, 0.09, finished=True)
+    runs = Campaign(tmp_path)
+    assert runs.start("cpu") == ["cifar_resnet20_45k", "cifar_resnet20_seed1"]
+    assert started == [("cifar_resnet20_45k", "1"), ("cifar_resnet20_seed1", "1")]
+    assert runs.start("cpu") == []  # both cores busy: the 56-layer pair waits
+    running.discard("cifar_resnet20_45k")
+    _write_run(tmp_path, "cifar_resnet20_45k", 64_000, 0.09, finished=True)
+    assert runs.start("cpu") == ["cifar_resnet56"] and started[-1] == ("cifar_resnet56", "1")
+    running.clear()
+    assert runs.start("cuda", all_stages=True) == [n for n in runs.models if not runs.finished(n)]
+
+
+def test_a_check_keeps_its_weights_in_its_folder(tmp_path):
+    """A check is not a Table 6 row: its weights never reach results/cifar10 under the model's name."""
+    for name in ("cifar_resnet20", "cifar_resnet20_45k"):
+        _write_run(tmp_path, name, 64_000, 0.09, finished=True)
+        (tmp_path / name / runfolder.CHECKPOINT).write_bytes(b"state")
+    weights = tmp_path / "weights"
+    assert Campaign(tmp_path).harvest("cifar_resnet20_45k", weights) == tmp_path / "cifar_resnet20_45k" / runfolder.FINAL
+    assert not weights.exists() and not (tmp_path / "cifar_resnet20_45k" / runfolder.CHECKPOINT).exists()
+    assert Campaign(tmp_path).harvest("cifar_resnet20", weights) == weights / "cifar_resnet20.safetensors"
+    assert (weights / "cifar_resnet20.safetensors").read_bytes() == b"weights"
 
 
 def test_a_rehearsal_is_shortened_and_kept_out_of_the_real_runs(tmp_path):
@@ -110,6 +156,7 @@ def test_status_report_row_and_figure_come_from_the_run_folders(tmp_path):
     root = results / "campaign"
     _write_run(root, "cifar_resnet20", 64_000, 0.0861, finished=True)
     _write_run(root, "cifar_plain20", 20_000, 0.1500, finished=False)
+    _write_run(root, "cifar_resnet20_seed1", 5_000, 0.2000, finished=False)
     with open(root / "cifar_plain20" / campaign.SEGMENTS, "w") as f:  # resumed on another CPU
         f.write(json.dumps({"from_step": 8000, "machine": {"cpu_capability": "AVX512", "cpu": "Other CPU"}}) + "\n")
     runs = Campaign(root)
@@ -128,6 +175,12 @@ def test_status_report_row_and_figure_come_from_the_run_folders(tmp_path):
     row_plain = next(line for line in report.splitlines() if "[`cifar_plain20`]" in line)
     assert "in progress: step 20,000 of 64,000" in row_plain and "not yet" in row_plain
     assert "**" not in row_plain  # an unfinished run is never shown as a result
+    # the check is no Table 6 row: it sits in its own table, beside the run it checks
+    assert "0.14 points below the paper's 8.75 %" in report
+    check = next(line for line in report.splitlines() if "[`cifar_resnet20_seed1`]" in line)
+    assert "seed 1" in check and "in progress: step 5,000 of 64,000" in check and "**" not in check
+    reference = [line for line in report.splitlines() if "[`cifar_resnet20`]" in line][1]
+    assert "| **8.61** | 9.36, 8.61-10.11 |" in reference  # 64k; the last 16 evaluations (49k..64k): +0.1 % each
     assert (root / "fig6.png").stat().st_size > 0
 
 
