@@ -25,7 +25,7 @@ CHECKS = {"cifar_resnet20_45k": (45_000, 0), "cifar_resnet20_seed1": (None, 1)}
 
 def test_every_run_is_section_4_2_on_all_50k_images():
     # He et al. 2015, section 4.2, written here independently of resnetlab.recipes
-    for name in Campaign().models:
+    for name in Campaign().names:
         cfg = Campaign().config(name)
         assert (cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (128, 0.1, 0.9, 1e-4)
         assert (cfg.iterations, tuple(cfg.milestones), cfg.gamma) == (64_000, (32_000, 48_000), 0.1)
@@ -66,7 +66,7 @@ def test_a_cpu_trains_one_run_per_core_in_the_stage_order(tmp_path, monkeypatch)
     _write_run(tmp_path, "cifar_resnet20_45k", 64_000, 0.09, finished=True)
     assert runs.start("cpu") == ["cifar_resnet56"] and started[-1] == ("cifar_resnet56", "1")
     running.clear()
-    assert runs.start("cuda", all_stages=True) == [n for n in runs.models if not runs.finished(n)]
+    assert runs.start("cuda", all_stages=True) == [n for n in runs.names if not runs.finished(n)]
 
 
 def test_a_check_keeps_its_weights_in_its_folder(tmp_path):

@@ -227,8 +227,9 @@ class Campaign:
             raise ConfigError(f"a rehearsal (shortened runs) must not write into {ROOT}; give another --root")
 
     @property
-    def models(self) -> list[str]:
-        return [m for models in STAGES for m in models]
+    def names(self) -> list[str]:
+        """Every run's name, stage after stage."""
+        return [name for stage in STAGES for name in stage]
 
     def config(self, name: str, **neutral: Any) -> TrainConfig:
         """Run ``name``'s config: :data:`RECIPE` for its model and seed with the paper's ResNet-110
@@ -239,17 +240,17 @@ class Campaign:
             config = dataclasses.replace(config, eval_every=config.iterations)
         return dataclasses.replace(config, **dict(run.changes), **neutral)
 
-    def finished(self, model: str) -> bool:
-        return (self.root / model / runfolder.FINAL).is_file()
+    def finished(self, name: str) -> bool:
+        return (self.root / name / runfolder.FINAL).is_file()
 
     def current_stage(self) -> int | None:
         """Index of the first stage with an unfinished run (None when every stage is done)."""
         return next((i for i, models in enumerate(STAGES) if not all(self.finished(m) for m in models)), None)
 
-    def running(self, model: str) -> bool:
+    def running(self, name: str) -> bool:
         """Whether a process holds the run's lock (:func:`resnetlab.reproduce.runs.ensure_run`)."""
         try:
-            f = open(self.root / f"{model}.lock", "rb")  # never created here: its holder removes it when done
+            f = open(self.root / f"{name}.lock", "rb")  # never created here: its holder removes it when done
         except FileNotFoundError:
             return False
         with f:
@@ -260,22 +261,22 @@ class Campaign:
             fcntl.flock(f, fcntl.LOCK_UN)
         return False
 
-    def segments(self, model: str) -> list[dict[str, Any]]:
+    def segments(self, name: str) -> list[dict[str, Any]]:
         """Which machine trained which steps: the run's creation (``config.json``'s environment,
         step 0), then one record per resume (``segments.jsonl``)."""
-        run = self.root / model
+        run = self.root / name
         try:
             first = [{"from_step": 0, "machine": json.loads((run / runfolder.CONFIG).read_text())["environment"]}]
         except (OSError, ValueError, KeyError):
             return []
         return first + _read_jsonl(run / SEGMENTS)
 
-    def status(self, model: str) -> dict[str, Any]:
-        """Where ``model``'s run stands: step of total, images/s, seconds per step over the last
+    def status(self, name: str) -> dict[str, Any]:
+        """Where ``name``'s run stands: step of total, images/s, seconds per step over the last
         1,000 logged steps (training and testing; pauses left out), ETA, the last test error, running or not, and
         the machines that trained it (vector capability and CPU or GPU)."""
-        total = self.config(model).iterations
-        records = runfolder.read_metrics(self.root / model)
+        total = self.config(name).iterations
+        records = runfolder.read_metrics(self.root / name)
         logs = [r for r in records if "train_loss" in r]
         tests = [r for r in records if r.get("val_err") is not None]
         step = logs[-1]["step"] if logs else 0
@@ -288,15 +289,15 @@ class Campaign:
             # suspended machine), not the run's speed: it counts at the median
             usual = statistics.median(t / n for n, t in gaps)
             per_step = sum(t if t <= 5 * usual * n else usual * n for n, t in gaps) / sum(n for n, _ in gaps)
-        finished = self.finished(model)
+        finished = self.finished(name)
         return {
-            "run": model, "step": total if finished else step, "iterations": total, "finished": finished,
-            "running": self.running(model), "img_s": logs[-1]["img_s"] if logs else None,
+            "run": name, "step": total if finished else step, "iterations": total, "finished": finished,
+            "running": self.running(name), "img_s": logs[-1]["img_s"] if logs else None,
             "eta_s": None if finished or per_step is None else round(per_step * (total - step)),
             "test_err": tests[-1]["val_err"] if tests else None,
             "test_err_step": tests[-1]["step"] if tests else None,
             "machines": sorted({f"{s['machine']['cpu_capability']} {s['machine'].get('gpu') or s['machine']['cpu']}"
-                                for s in self.segments(model)}),
+                                for s in self.segments(name)}),
         }
 
     def format_status(self) -> str:
@@ -306,14 +307,14 @@ class Campaign:
         lines = [f"campaign in {self.root}: {RECIPE}, seed {SEED}, {DATA_SPEC}, {length}; current stage: "
                  f"{'all done' if stage is None else stage + 1} of {len(STAGES)}",
                  f"{'stage':<6}{'run':<22}{'state':<10}{'step':>14}{'img/s':>8}{'ETA':>9}  test error"]
-        for i, models in enumerate(STAGES):
-            for model in models:
-                s = self.status(model)
+        for i, names in enumerate(STAGES):
+            for name in names:
+                s = self.status(name)
                 state = "finished" if s["finished"] else "running" if s["running"] else \
                     "stopped" if s["step"] else "waiting"
                 test = "-" if s["test_err"] is None else f"{100 * s['test_err']:.2f} % at step {s['test_err_step']}"
                 mixed = "  (trained on machines of different arithmetic)" if len(s["machines"]) > 1 else ""
-                lines.append(f"{i + 1:<6}{model:<22}{state:<10}{s['step']:>7}/{s['iterations']:<6}"
+                lines.append(f"{i + 1:<6}{name:<22}{state:<10}{s['step']:>7}/{s['iterations']:<6}"
                              f"{s['img_s'] or '-':>8}{_fmt_eta(s['eta_s']):>9}  {test}{mixed}")
         lines += [f"check {name}: ResNet-20 with {run.why}" for name, run in CHECKS.items()]
         if self.current_stage() is not None:
@@ -330,7 +331,7 @@ class Campaign:
         stage = self.current_stage()
         if stage is None:
             return []
-        wanted = self.models if all_stages else STAGES[stage]
+        wanted = self.names if all_stages else STAGES[stage]
         unfinished = [m for m in wanted if not self.finished(m)]
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -342,14 +343,14 @@ class Campaign:
             threads = max(1, cores // min(len(unfinished), cores))
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.root.mkdir(parents=True, exist_ok=True)
-        for model in todo:
-            command = [sys.executable, "-m", "resnetlab.reproduce.campaign", "train", model, "--root", str(self.root),
+        for name in todo:
+            command = [sys.executable, "-m", "resnetlab.reproduce.campaign", "train", name, "--root", str(self.root),
                        "--device", device]
             if self.rehearsal is not None:
                 command += ["--rehearsal", str(self.rehearsal)]
             if not all_stages:  # every run already started otherwise: none may be restarted after a stop
                 command.append("--then-start")
-            with open(self.root / f"{model}.log", "a") as log:
+            with open(self.root / f"{name}.log", "a") as log:
                 # the command line names the root (results/campaign): the stop hook finds these processes by it
                 subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         return todo
@@ -366,8 +367,8 @@ class Campaign:
         (run / runfolder.CHECKPOINT).unlink(missing_ok=True)
         return target
 
-    def train(self, model: str, device: str = "auto", then_start: bool = False) -> bool:
-        """Train (or resume) ``model``'s run to its end in this process; True when it finished (then
+    def train(self, name: str, device: str = "auto", then_start: bool = False) -> bool:
+        """Train (or resume) ``name``'s run to its end in this process; True when it finished (then
         harvested; with ``then_start``, the next stage started if this run ended the current one). A
         resume appends the machine to ``segments.jsonl``: a resumed run is bit-identical to an
         uninterrupted one only on machines of the same arithmetic (CPU vector capability, GPU), so it
@@ -377,22 +378,22 @@ class Campaign:
         if device.startswith("cuda"):
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        run = self.root / model
-        config = self.config(model, device=device, checkpoint_every=CHECKPOINT_EVERY)
+        run = self.root / name
+        config = self.config(name, device=device, checkpoint_every=CHECKPOINT_EVERY)
         step = 0
         if (run / runfolder.CHECKPOINT).is_file():
             step = int(runfolder.load_checkpoint(run / runfolder.CHECKPOINT)["step"])
             with open(run / SEGMENTS, "a") as f:  # a new run's first machine is config.json's environment
                 f.write(json.dumps({"from_step": step, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                     "machine": describe(device)}) + "\n")
-        print(f"campaign: {model} from step {step} on {device}, {torch.get_num_threads()} thread(s)", flush=True)
+        print(f"campaign: {name} from step {step} on {device}, {torch.get_num_threads()} thread(s)", flush=True)
         try:
             ensure_run(config, DATA_SPEC, run, provenance("campaign", RECIPE, config, DATA_SPEC))
         except KeyboardInterrupt:
-            print(f"campaign: {model} stopped at its checkpoint; `make campaign` resumes it", flush=True)
+            print(f"campaign: {name} stopped at its checkpoint; `make campaign` resumes it", flush=True)
             return False
-        weights = self.harvest(model, WEIGHTS_DIR if self.rehearsal is None else self.root / "weights")
-        print(f"campaign: {model} finished; weights in {weights}", flush=True)
+        weights = self.harvest(name, WEIGHTS_DIR if self.rehearsal is None else self.root / "weights")
+        print(f"campaign: {name} finished; weights in {weights}", flush=True)
         if then_start:
             self.start(device)
         return True
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "start":
             p.add_argument("--all-stages", action="store_true", help="every unfinished run at once (a GPU)")
         if name == "train":
-            p.add_argument("model", choices=list(RUNS), metavar="RUN", help=f"one of {', '.join(RUNS)}")
+            p.add_argument("run", choices=list(RUNS), metavar="RUN", help=f"one of {', '.join(RUNS)}")
             p.add_argument("--then-start", action="store_true", help="when it ends, start the current stage's runs")
     args = parser.parse_args(argv)
     try:
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                   "campaign: nothing to start (every run of the stage is running or finished)")
             print(campaign.format_status())
         else:
-            campaign.train(args.model, args.device, args.then_start)
+            campaign.train(args.run, args.device, args.then_start)
     except ResnetlabError as exc:
         print(f"campaign: {exc}", file=sys.stderr)
         return 2
