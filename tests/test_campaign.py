@@ -75,8 +75,9 @@ def test_a_check_keeps_its_weights_in_its_folder(tmp_path):
         _write_run(tmp_path, name, 64_000, 0.09, finished=True)
         (tmp_path / name / runfolder.CHECKPOINT).write_bytes(b"state")
     weights = tmp_path / "weights"
-    assert Campaign(tmp_path).harvest("cifar_resnet20_45k", weights) == tmp_path / "cifar_resnet20_45k" / runfolder.FINAL
-    assert not weights.exists() and not (tmp_path / "cifar_resnet20_45k" / runfolder.CHECKPOINT).exists()
+    check = tmp_path / "cifar_resnet20_45k"
+    assert Campaign(tmp_path).harvest("cifar_resnet20_45k", weights) == check / runfolder.FINAL
+    assert not weights.exists() and not (check / runfolder.CHECKPOINT).exists()
     assert Campaign(tmp_path).harvest("cifar_resnet20", weights) == weights / "cifar_resnet20.safetensors"
     assert (weights / "cifar_resnet20.safetensors").read_bytes() == b"weights"
 
@@ -181,6 +182,7 @@ def test_status_report_row_and_figure_come_from_the_run_folders(tmp_path):
     assert "seed 1" in check and "in progress: step 5,000 of 64,000" in check and "**" not in check
     reference = [line for line in report.splitlines() if "[`cifar_resnet20`]" in line][1]
     assert "| **8.61** | 9.36, 8.61-10.11 |" in reference  # 64k; the last 16 evaluations (49k..64k): +0.1 % each
+    assert (root / "checks.png").stat().st_size > 0 and "(campaign/checks.png)" in report
     assert (root / "fig6.png").stat().st_size > 0
 
 

@@ -44,7 +44,8 @@ from ..machine import describe
 from ..recipes import TrainConfig
 from .runs import ensure_run, paper_config, provenance, shortened
 
-__all__ = ["RECIPE", "SEED", "Run", "RUNS", "STAGES", "ROOT", "WEIGHTS_DIR", "DATA_DIR", "DATA_SPEC", "SHA256", "Campaign",
+__all__ = ["RECIPE", "SEED", "Run", "CHECKS", "RUNS", "STAGES", "ROOT",
+           "WEIGHTS_DIR", "DATA_DIR", "DATA_SPEC", "SHA256", "Campaign",
            "ensure_data", "pack_data", "unpack_data"]
 
 #: section 4.2's recipe for the reported models (resnetlab.recipes)
@@ -318,7 +319,8 @@ class Campaign:
                              f"{s['img_s'] or '-':>8}{_fmt_eta(s['eta_s']):>9}  {test}{mixed}")
         lines += [f"check {name}: ResNet-20 with {run.why}" for name, run in CHECKS.items()]
         if self.current_stage() is not None:
-            lines.append(f"on a CPU at most {os.cpu_count() or 1} runs (one per core) train at once, in the stage's order")
+            lines.append(f"on a CPU at most {os.cpu_count() or 1} runs (one per core) train at once, "
+                         "in the stage's order")
         return "\n".join(lines)
 
     def start(self, device: str = "auto", all_stages: bool = False) -> list[str]:
