@@ -240,7 +240,8 @@ def _checks_section(root: Path) -> list[str]:
     if len(names) < 2:
         return []
     runs_of = campaign.Campaign(root)
-    reference, paper_err = runs_of.status("cifar_resnet20"), paper.CIFAR10_TABLE6[20][1]
+    statuses = {name: runs_of.status(name) for name in names}
+    reference, paper_err = statuses["cifar_resnet20"], paper.CIFAR10_TABLE6[20][1]
     if not reference["finished"]:
         return []
     gap = 100 * reference["test_err"] - paper_err
@@ -253,17 +254,16 @@ def _checks_section(root: Path) -> list[str]:
         "0.28 points. Two more runs of the same net separate the likeliest causes: the reading of section 4.2 "
         "(the paper's nets trained on 45k images: a fixed class-balanced 45k sample, since the paper does not "
         "say which 5k it held out) and the seed. They open stage 2 and change only what the table says.", "",
-        "| run | what differs from the Table 6 run | state | test error % at 64k | last 16 evaluations "
-        "(48k-64k): mean, range % |",
+        f"| run | what differs from the Table 6 run | state | test error % at 64k | last {LAST_EVALUATIONS} "
+        "evaluations (48k-64k): mean, range % |",
         "|---|---|---|---|---|",
     ]
     curves, unfinished = [], []
-    for name in names:
-        status = runs_of.status(name)
+    for name, status in statuses.items():
         records = runfolder.read_metrics(root / name)
         tests = [r["val_err"] for r in records if r.get("val_err") is not None]
         config = runs_of.config(name)
-        label = f"{'45k' if config.train_subset else '50k'}, seed {config.seed}"
+        label = f"{config.train_subset // 1000 if config.train_subset else 50}k, seed {config.seed}"
         curves.append(Curve.from_metrics(records, label))
         if status["finished"]:
             state, at_end = "finished", f"**{100 * status['test_err']:.2f}**"

@@ -318,7 +318,7 @@ class Campaign:
                 lines.append(f"{i + 1:<6}{name:<22}{state:<10}{s['step']:>7}/{s['iterations']:<6}"
                              f"{s['img_s'] or '-':>8}{_fmt_eta(s['eta_s']):>9}  {test}{mixed}")
         lines += [f"check {name}: ResNet-20 with {run.why}" for name, run in CHECKS.items()]
-        if self.current_stage() is not None:
+        if stage is not None:
             lines.append(f"on a CPU at most {os.cpu_count() or 1} runs (one per core) train at once, "
                          "in the stage's order")
         return "\n".join(lines)
@@ -340,8 +340,8 @@ class Campaign:
         todo = [m for m in unfinished if not self.running(m)]
         threads = 1
         if device == "cpu" and not all_stages:
-            cores = os.cpu_count() or 1
-            todo = todo[:max(0, cores - (len(unfinished) - len(todo)))]
+            cores, busy = os.cpu_count() or 1, len(unfinished) - len(todo)
+            todo = todo[:max(0, cores - busy)]
             threads = max(1, cores // min(len(unfinished), cores))
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.root.mkdir(parents=True, exist_ok=True)
