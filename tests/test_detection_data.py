@@ -5,15 +5,18 @@ train -> eval -> score."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import shared_folder
 from resnetlab.cli import main
 from resnetlab.detection.data import (SHAPES_CLASSES, VOC_FOLDER_VAL_FRACTION, make_shapes, open_detection_data,
                                       read_voc_folder, shapes_image)
+from resnetlab.data.images import image_size
 from resnetlab.detection.metrics import score_files
 from resnetlab.errors import DataError
 
@@ -89,6 +92,32 @@ def test_voc_folder_corrupt_files(tmp_path):
         read_voc_folder(empty, "val")
 
 
+def test_voc_size_zero_or_missing_is_read_from_the_image(tmp_path):
+    """labelImg writes <width>0</width><height>0</height> for some images, other tools no <size>: the
+    size then comes from the image's header, upright as decode_image gives it (EXIF orientation 6 turns
+    a 64x32 photo into 32x64). Before, such a file was "image size 0x0" and stopped training."""
+    root = voc_folder(tmp_path / "set", 4)
+    xml = (root / "img001.xml").read_text()
+    (root / "img001.xml").write_text(xml.replace("<width>64</width><height>64</height>",
+                                                 "<width>0</width><height>0</height>"))
+    (root / "img002.xml").write_text(re.sub("<size>.*?</size>", "", (root / "img002.xml").read_text()))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turned a quarter
+    Image.new("RGB", (64, 32), "gray").save(root / "img003.jpg", exif=exif)
+    (root / "img003.xml").write_text(_xml("img003.jpg", 0, 0, [(2.0, 3.0, 20.0, 50.0, 1)]))
+    every = read_voc_folder(root, "trainval")
+    sizes = {Path(r.path).name: (r.width, r.height) for r in every.records}
+    assert sizes == {"img000.jpg": (64, 64), "img001.jpg": (64, 64), "img002.jpg": (64, 64), "img003.jpg": (32, 64)}
+    assert image_size(root / "img003.jpg") == (32, 64) and every.load(3)[0].shape == (3, 64, 32)
+    assert every.records[3].boxes.tolist() == [[2.0, 3.0, 20.0, 50.0]]  # not clamped to a 0x0 image
+    (root / "img003.xml").write_text(_xml("img003.jpg", 64, 32, [(2.0, 3.0, 20.0, 30.0, 1)]))  # drawn unturned
+    with pytest.raises(DataError, match=r"img003.jpg: image is 32x64, its annotation says 64x32 \(swapped: a photo"):
+        read_voc_folder(root, "trainval").load(3)
+    (root / "img000.xml").write_text(xml.replace("<width>64</width>", "<width>-64</width>"))
+    with pytest.raises(DataError, match=r"img000.xml: image size -64x64 in <size>"):
+        read_voc_folder(root, "trainval")
+
+
 def test_devkit_layout_of_ones_own_classes(tmp_path):
     """A data set of one's own exported in the VOCdevkit layout (CVAT, Roboflow): ImageSets/Main lists,
     PNG images, its own class names. Before, only VOC's 20 classes and .jpg files were read."""
@@ -97,9 +126,13 @@ def test_devkit_layout_of_ones_own_classes(tmp_path):
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "ImageSets" / "Main" / "my_train.txt").write_text("".join(f"img{i:03d}\n" for i in range(6)))
     (root / "ImageSets" / "Main" / "default.txt").write_text("img006\nimg007\n")
+    zero = root / "Annotations" / "img006.xml"  # labelImg's size 0: read from JPEGImages/img006.jpg
+    zero.write_text(zero.read_text().replace("<width>64</width><height>64</height>",
+                                             "<width>0</width><height>0</height>"))
     train, val = (open_detection_data(f"voc={root}", split) for split in ("my_train", "default"))
     # the same labels in every split: the names of all Annotations/, sorted
     assert train.classes == val.classes == sorted(SHAPES_CLASSES) and (len(train), len(val)) == (6, 2)
+    assert (val.records[0].width, val.records[0].height) == (64, 64)
     assert Path(train.records[3].path).name == "img003.png" and train[3][0].shape == (3, 64, 64)
     with pytest.raises(DataError, match=r"no ImageSets/Main/train.txt; the splits there: default, my_train "
                                         r"\(choose them with train_split=NAME val_split=NAME\)"):

@@ -41,6 +41,7 @@ __all__ = [
     "scan_image_folder",
     "decode_image",
     "decode_images",
+    "image_size",
     "cache_dir",
     "cached_decode",
 ]
@@ -154,6 +155,22 @@ def decode_image(path: str | Path) -> torch.Tensor:
     orientation, modes and transparency); :class:`DataError` names a bad file.
     """
     return torch.from_numpy(np.ascontiguousarray(_decode_array(path).transpose(2, 0, 1)))
+
+
+#: EXIF orientations that turn an image a quarter turn (width and height swap when it is made upright)
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of the image :func:`decode_image` gives for ``path`` (upright, after the
+    EXIF orientation), read from the header without decoding any pixel."""
+    with _open(_read(path), path) as image:
+        width, height = image.size
+        try:
+            turned = image.getexif().get(0x0112) in _QUARTER_TURNS  # 0x0112: the EXIF Orientation tag
+        except Exception:  # a damaged EXIF block: decode_image's exif_transpose would fail on it too
+            raise ImageError(f"{path}: unreadable EXIF data") from None
+    return (height, width) if turned else (width, height)
 
 
 def _decode_or_error(path: str) -> np.ndarray | str:

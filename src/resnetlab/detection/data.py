@@ -41,7 +41,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..data.datasets import holdout_split
-from ..data.images import IMAGE_EXTENSIONS, cache_dir, decode_image
+from ..data.images import IMAGE_EXTENSIONS, cache_dir, decode_image, image_size
 from ..errors import DataError
 from ..files import atomic_write_text
 
@@ -131,8 +131,10 @@ class DetectionSet(torch.utils.data.Dataset):
         rec = self.records[index]
         image = decode_image(rec.path)
         if tuple(image.shape[1:]) != (rec.height, rec.width):
+            swapped = tuple(image.shape[1:]) == (rec.width, rec.height)
+            hint = " (swapped: a photo that its EXIF orientation turns, labelled unturned?)" if swapped else ""
             raise DataError(f"{rec.path}: image is {image.shape[2]}x{image.shape[1]}, its annotation says "
-                            f"{rec.width}x{rec.height}")
+                            f"{rec.width}x{rec.height}{hint}")
         keep = (rec.iscrowd == 0) & ((rec.difficult == 0) | self.keep_difficult)
         target = {"boxes": rec.boxes[keep].clone(), "labels": rec.labels[keep].clone(),
                   "image_id": torch.tensor(rec.image_id)}
@@ -283,15 +285,16 @@ def _voc_root(root: Path) -> Path | None:
     return None
 
 
-def _voc_objects(xml_path: Path) -> tuple[int, int, list[tuple]]:
+def _voc_objects(xml_path: Path, image: Path | None = None) -> tuple[int, int, list[tuple]]:
     """``(width, height, objects)`` of one Pascal VOC XML file; each object ``(x1, y1, x2, y2, name,
     difficult)`` in continuous coordinates.  VOC boxes are 1-based inclusive pixel indices, so
     ``(xmin - 1, ymin - 1, xmax, ymax)`` is the same box, and areas and overlaps equal the devkit's
-    ``+1`` formulas."""
+    ``+1`` formulas.  A file without ``<size>``, or with width or height 0 (labelImg writes that
+    for some images), takes the size of its ``image`` from the image's header (0 x 0 without one)."""
     try:
         tree = ET.parse(xml_path).getroot()
         size = tree.find("size")
-        width, height = int(size.findtext("width")), int(size.findtext("height"))
+        width, height = (0, 0) if size is None else (int(float(size.findtext(k) or 0)) for k in ("width", "height"))
         objects = []
         for obj in tree.iter("object"):
             name = obj.findtext("name").strip()
@@ -300,7 +303,9 @@ def _voc_objects(xml_path: Path) -> tuple[int, int, list[tuple]]:
             objects.append((x1 - 1, y1 - 1, x2, y2, name, int(obj.findtext("difficult") or 0)))
     except (OSError, ET.ParseError, AttributeError, TypeError, ValueError) as exc:
         raise DataError(f"{xml_path}: unreadable VOC annotation ({type(exc).__name__}: {exc})") from None
-    if width < 1 or height < 1:
+    if width == 0 or height == 0:
+        return (*image_size(image), objects) if image is not None else (0, 0, objects)
+    if width < 0 or height < 0:
         raise DataError(f"{xml_path}: image size {width}x{height} in <size>")
     return width, height, objects
 
@@ -346,7 +351,7 @@ def read_voc(root: str | os.PathLike, split: str, skip_bad_images: bool = False)
     for index, image_name in enumerate(ids):
         xml_path = found / "Annotations" / f"{image_name}.xml"
         try:
-            parsed[index] = (image_name, xml_path, _voc_objects(xml_path))
+            parsed[index] = (image_name, xml_path, _voc_objects(xml_path, _voc_image(found, image_name)))
         except DataError as exc:
             if not skip_bad_images:
                 raise
@@ -410,7 +415,7 @@ def read_voc_folder(root: str | os.PathLike, split: str, skip_bad_images: bool =
     parsed, skipped = {}, []
     for stem, (image, xml_path) in pairs.items():
         try:
-            parsed[stem] = _voc_objects(xml_path)
+            parsed[stem] = _voc_objects(xml_path, image)
         except DataError as exc:
             if not skip_bad_images:
                 raise
