@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,15 @@ def test_status_report_row_and_figure_come_from_the_run_folders(tmp_path):
     reference = [line for line in report.splitlines() if "[`cifar_resnet20`]" in line][1]
     assert "| **8.61** | 9.36, 8.61-10.11 |" in reference  # 64k; the last 16 evaluations (49k..64k): +0.1 % each
     assert (root / "checks.png").stat().st_size > 0 and "(campaign/checks.png)" in report
+    assert "after the first lr drop" not in report  # the check has not reached 32k
+    # once every run is past the first lr drop (32k), a column compares them at the same steps (33k..40k)
+    shutil.rmtree(root / "cifar_resnet20_seed1")
+    _write_run(root, "cifar_resnet20_seed1", 40_000, 0.2000, finished=False)
+    report = write_report(tmp_path / "no-experiments", results).read_text()
+    assert "evaluations after the first lr drop (32k) up to 40k, the step every run has reached |" in report
+    reference = [line for line in report.splitlines() if "[`cifar_resnet20`]" in line][1]
+    check = next(line for line in report.splitlines() if "[`cifar_resnet20_seed1`]" in line)
+    assert reference.endswith("| **8.61** | 9.36, 8.61-10.11 | 11.36 |") and check.endswith("| - | - | 20.35 |")
     assert (root / "fig6.png").stat().st_size > 0
 
 
