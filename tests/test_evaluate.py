@@ -12,9 +12,11 @@ from torchvision.transforms.v2 import functional as TF
 import resnetlab.evaluate as ev
 from resnetlab import create_model
 from resnetlab.cli import main
+from resnetlab.data.imagenet import IMAGENET_WNIDS, imagenet_class_names
 from resnetlab.data.transforms import normalize
 from resnetlab.errors import ConfigError, DataError
-from resnetlab.evaluate import Member, center_view, crop_views, evaluate, fully_convolutional_scores, probabilities
+from resnetlab.evaluate import (Member, center_view, crop_views, evaluate, fully_convolutional_scores, label_map,
+                                probabilities)
 from resnetlab.weights import WeightsMeta, load_weights, save_weights
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -385,3 +387,44 @@ def test_cpu_evaluation_keeps_freed_memory(model, monkeypatch):
     monkeypatch.setattr(ev, "keep_freed_memory", lambda: False)
     default = evaluate(model, data, protocol="full", mean=MEAN, std=STD, progress=False, num_workers=0)
     assert {k: v for k, v in kept.items() if k != "seconds"} == {k: v for k, v in default.items() if k != "seconds"}
+
+
+def test_label_map_finds_a_data_sets_classes_among_the_models_outputs():
+    names = list(imagenet_class_names())
+    assert label_map(list(IMAGENET_WNIDS), names) == (None, "by ImageNet synset id")  # ImageNet's val/
+    assert label_map([IMAGENET_WNIDS[i] for i in (1, 217, 999)], names) == ([1, 217, 999], "by ImageNet synset id")
+    as_text = sorted(str(i) for i in range(1000))  # ImageNetV2's folders, as an image folder sorts them
+    index_of, how = label_map(as_text, names)
+    assert how == "by class number" and index_of[:4] == [0, 1, 10, 100] and sorted(index_of) == list(range(1000))
+    assert label_map(["cat", "dog"], ["airplane", "bird", "cat", "deer", "dog"]) == ([2, 4], "by name")
+    assert label_map(["cat", "dog"], ["cat", "dog", "frog"]) == (None, "by name")
+    assert label_map(["a", "b"], ["x", "y", "z"]) == (None, ev.BY_INDEX)
+    assert label_map([IMAGENET_WNIDS[0]], names[:10]) == (None, ev.BY_INDEX)  # synset ids mean ImageNet's 1,000
+    assert label_map(["3", "12"], [f"c{i}" for i in range(10)]) == (None, ev.BY_INDEX)  # 12 is no output
+
+
+@pytest.mark.parametrize("folders, how", [((IMAGENET_WNIDS[0], IMAGENET_WNIDS[217]), "by ImageNet synset id"),
+                                          (("0", "217"), "by class number")])
+def test_eval_of_imagenet_weights_on_a_subset_folder_matches_classes(tmp_path, capsys, folders, how):
+    """`resnetlab eval` of 1,000-class ImageNet weights (class names in words, as imported from
+    torchvision) on a folder of two of ImageNet's classes, named by synset id (Imagenette, ImageNet-R)
+    or by number (ImageNetV2): before, folder i was compared with output i, so a model that answers
+    class 217 for every image scored 0 instead of the half of the images that are class 217."""
+    net = create_model("cifar_resnet20", num_classes=1000)
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.zero_()
+        net.fc.bias[217] = 1.0
+    weights = tmp_path / "in1k.safetensors"
+    save_weights(net, weights, mean=list(MEAN), std=list(STD), classes=list(imagenet_class_names()),
+                 input_size=(3, 32, 32))
+    for folder in folders:
+        (tmp_path / "data" / "val" / folder).mkdir(parents=True)
+        for i in range(2):
+            TF.to_pil_image(torch.full((3, 32, 32), 60 * i, dtype=torch.uint8)).save(
+                tmp_path / "data" / "val" / folder / f"{i}.png")
+    assert main(["eval", str(weights), "--data", f"imagenet={tmp_path / 'data'}", "--split", "val", "--json"]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out.strip().splitlines()[-1])
+    assert (result["n"], result["correct"], result["labels"]) == (4, 2, how)
+    assert f"its 2 classes are found among the model's 1000 outputs {how}" in out.err

@@ -50,6 +50,7 @@ from tqdm import tqdm
 from .analysis.complexity import check_input_size
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .data import open_dataset
+from .data.imagenet import IMAGENET_WNIDS, imagenet_class_names
 from .data.transforms import SMALL_INPUT, center_view, normalize, resize_side
 from .device import keep_freed_memory, resolve_device
 from .errors import ConfigError, DataError, ImageError
@@ -291,6 +292,32 @@ def _class_difference(a: Sequence[str], b: Sequence[str]) -> str | None:
         if x != y:
             return f"class {i} is {x!r} vs {y!r}"
     return None
+
+
+#: :func:`label_map`'s answer when no name matches: class i is output i
+BY_INDEX = "by index: the names differ"
+
+
+def label_map(data_classes: Sequence[str], model_classes: Sequence[str]) -> tuple[list[int] | None, str]:
+    """Where each class of a data set is among a model's outputs: ``(the output index of each data
+    class, or None when class i is output i; how they were matched, in words)``.
+
+    Classes match by name (a folder holding some of the model's classes); ImageNet synset-id folders
+    (``n01440764`` ...: ImageNet's ``val/``, or a subset such as Imagenette or ImageNet-R's 200) match
+    a 1,000-class ImageNet model's outputs by the id's place in :data:`IMAGENET_WNIDS`; folders named
+    by class number (ImageNetV2's ``0`` ... ``999``, which an image folder sorts as text: 0, 1, 10,
+    100, ...) by that number.  Otherwise class i is output i, and how says the names differ.
+    """
+    outputs = len(model_classes)
+    position = {name: i for i, name in enumerate(model_classes)}
+    wnid_position = {wnid: i for i, wnid in enumerate(IMAGENET_WNIDS)} if outputs == len(IMAGENET_WNIDS) else {}
+    for found, how in (([position.get(c) for c in data_classes], "by name"),
+                       ([wnid_position.get(c) for c in data_classes], "by ImageNet synset id"),
+                       ([int(c) if c.isdecimal() and int(c) < outputs else None for c in data_classes],
+                        "by class number")):
+        if None not in found:
+            return (None if found == list(range(len(found))) else found), how
+    return None, BY_INDEX
 
 
 def check_same_classes(metas: Sequence[WeightsMeta], names: Sequence[str] | None = None) -> None:
@@ -580,9 +607,15 @@ def run_eval(
     dataset = open_dataset(data, split)
     if len(dataset.classes) > len(meta.classes):
         raise DataError(f"{data} has {len(dataset.classes)} classes but {names[0]} predicts {len(meta.classes)}")
-    if any(pretrained for _, _, pretrained in loaded) and list(dataset.classes) != list(meta.classes[: len(dataset.classes)]):
-        print(f"resnetlab: warning: class names of {data} differ from the weights' "
-              f"({dataset.classes[:3]}... vs {meta.classes[:3]}...); comparing by index", file=sys.stderr)
+    index_of, labels = label_map(dataset.classes, meta.classes)
+    if any(pretrained for _, _, pretrained in loaded) and (index_of is not None or labels != "by name"):
+        found = (f"warning: class names of {data} differ from the weights' ({dataset.classes[:3]}... vs "
+                 f"{meta.classes[:3]}...); comparing by index" if labels == BY_INDEX
+                 else f"{data}: its {len(dataset.classes)} classes are found among the model's "
+                      f"{len(meta.classes)} outputs {labels}")
+        print(f"resnetlab: {found}", file=sys.stderr)
+    if index_of is not None:
+        dataset = dataset.relabelled(index_of, meta.classes)
     threads_line = choose_threads(threads)
     if progress:
         print(f"resnetlab: evaluating on {device}, {threads_line}", file=sys.stderr)
@@ -590,4 +623,5 @@ def run_eval(
                       batch_size=batch_size, device=device, progress=progress, out_dir=out_dir)
     single = len(names) == 1
     return {"model": "+".join(m.model for m in metas), "weights": names[0] if single and loaded[0][2] else None,
+            "labels": labels,
             "models": names, "ensemble": not single, "dataset": dataset.name, "split": split, **result}

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from torchvision.models import ResNet50_Weights
 
 from .constants import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD
+from .data.imagenet import IMAGENET_WNIDS, imagenet_class_names
 from .errors import ConfigError, ResnetlabError, WeightsError
 from .models.preact_resnet import PREACT_IMAGENET_STAGES, PreActBottleneck
 from .models.resnet import DEEP_STEM_WIDTHS, IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
@@ -124,10 +124,7 @@ def _blocks(state: Mapping[str, torch.Tensor], stage: str) -> int:
 
 
 def _imagenet_classes(num_classes: int) -> list[str] | None:
-    if num_classes != 1000:
-        return None
-    # torchvision ships the ILSVRC-2012 class names with its weight metadata: no download.
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    return list(imagenet_class_names()) if num_classes == len(IMAGENET_WNIDS) else None
 
 
 # ----------------------------------------------------------------------------- akamaster

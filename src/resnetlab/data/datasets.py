@@ -103,6 +103,14 @@ class ImageSet(Dataset):
             out.items = [self.items[i] for i in idx.tolist()]
         return out
 
+    def relabelled(self, index_of: Sequence[int], classes: Sequence[str]) -> "ImageSet":
+        """A shallow copy whose class ``i`` is class ``index_of[i]`` of ``classes`` (a model's outputs;
+        :func:`resnetlab.evaluate.label_map`)."""
+        out = copy.copy(self)
+        out.targets = torch.as_tensor(index_of, dtype=torch.int64)[self.targets]
+        out.classes = list(classes)
+        return out
+
     def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> "ImageSet":
         """A shallow copy applying ``transform`` to every image it yields."""
         out = copy.copy(self)
