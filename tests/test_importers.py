@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -265,9 +266,29 @@ class _Hostile:
 def test_hostile_pickle_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": _Hostile(marker)}, tmp_path / "evil.th")
-    with pytest.raises(WeightsError, match="refused: the pickle holds objects other than tensors"):
+    with pytest.raises(WeightsError, match=r"refused: the pickle holds objects other than tensors \(loaded with "
+                                           r"weights_only=True; \S+ is not allowed\)$"):
         import_weights("akamaster", tmp_path / "evil.th", tmp_path / "o.safetensors")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("importer, layout", [
+    ("torchvision", lambda net, args: {"model": net.state_dict(), "optimizer": {"state": {}, "param_groups": []},
+                                       "lr_scheduler": {"last_epoch": 3}, "epoch": 3, "args": args}),
+    ("timm", lambda net, args: {"epoch": 3, "arch": "resnet18", "state_dict": net.state_dict(), "args": args,
+                                "version": 2, "metric": 71.2})])
+def test_training_checkpoints_of_torchvision_and_timm_scripts_import(tmp_path, importer, layout):
+    """torchvision's references/classification/train.py and timm's train.py save the weights beside
+    the optimizer, the epoch and their arguments, an argparse.Namespace: weights_only=True refused
+    every such file ("Unsupported global: GLOBAL argparse.Namespace"). Namespace is allowed, as safe
+    to rebuild as a dict; anything else still is refused (test_hostile_pickle_never_runs)."""
+    net, _ = _torchvision_file(tmp_path, torchvision.models.resnet18, num_classes=10)
+    torch.save(layout(net, argparse.Namespace(model="resnet18", lr=0.1, epochs=90)), tmp_path / "checkpoint.pth")
+    meta = import_weights(importer, tmp_path / "checkpoint.pth", tmp_path / "o.safetensors")
+    assert meta.model == "resnet18" and len(meta.classes) == 10
+    model, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), net(x), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_files_are_one_clear_error(tmp_path):

@@ -9,13 +9,16 @@ One function per source maps the foreign keys onto a registered model's state di
   and ``resnetv2_50/101/152`` (pre-activation) into ``preact_resnet*``.
 - ``caffe``: the MSRA ResNet-50/101/152 ``.caffemodel`` files, read without Caffe.
 
-Foreign pickles are read only with ``torch.load(..., weights_only=True)`` (safetensors files
-with no pickle at all); every import checks keys and shapes against the target model and
+Foreign pickles are read only with ``torch.load(..., weights_only=True)``, which builds tensors,
+plain containers and :data:`SAFE_GLOBALS` (the ``argparse.Namespace`` of arguments that the training
+checkpoints of torchvision's and timm's scripts hold) and nothing else (safetensors files with no
+pickle at all); every import checks keys and shapes against the target model and
 refuses a mismatch naming the offending tensors (:func:`resnetlab.weights.check_state_dict`).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import pickle
@@ -87,11 +90,18 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+#: Classes a checkpoint may hold beside its tensors: argparse.Namespace is the training arguments that
+#: torchvision's reference scripts and timm's train.py save with the weights (``args``); rebuilding one
+#: only sets attributes, so it is as safe to unpickle as a dict.
+SAFE_GLOBALS = (argparse.Namespace,)
+
+
 def _torch_load(path: Path) -> Any:
-    # weights_only=True: the unpickler only builds tensors and plain containers, so a file
+    # weights_only=True: the unpickler only builds tensors, plain containers and SAFE_GLOBALS, so a file
     # whose pickle would run code on load is refused before anything runs (torch>=2.6: CVE-2025-32434).
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- the restricted unpickler fails in many ways on junk; none ran code
         failure = exc
     with open(path, "rb") as f:
@@ -99,7 +109,10 @@ def _torch_load(path: Path) -> Any:
     if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (before 1.6, a pickle)
         raise WeightsError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save, a zip archive "
                            f"or a pickle; the file starts with {head!r})")
-    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(failure))  # torch's message carries terminal colour codes
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    reason = (f"{unsupported.group(1)} is not allowed" if unsupported
+              else text.strip().splitlines()[0] if text.strip() else "")
     if isinstance(failure, pickle.UnpicklingError):
         raise WeightsError(f"{path}: refused: the pickle holds objects other than tensors (loaded with "
                            f"weights_only=True; {reason or 'unsupported object'})")
