@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -135,6 +136,58 @@ def test_torchvision_alexnet_refused_with_reason(tmp_path):
                 "classifier.6.weight": torch.zeros(1000, 4096)}, tmp_path / "alexnet.pth")
     with pytest.raises(WeightsError, match="64 filters instead of 96, no local response normalization"):
         import_weights("torchvision", tmp_path / "alexnet.pth", tmp_path / "o.safetensors")
+
+
+def _transformers_folder(folder: Path, **config) -> torch.nn.Module:
+    """A transformers ResNetForImageClassification with random BN statistics, saved as the hub's folder."""
+    transformers = pytest.importorskip("transformers", reason="transformers is a test dependency ([dev])")
+    torch.manual_seed(0)
+    net = transformers.ResNetForImageClassification(transformers.ResNetConfig(**config)).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    net.save_pretrained(folder)
+    return net
+
+
+@pytest.mark.parametrize("config, model, variant", [
+    ({}, "resnet50", "v1.5"),  # microsoft/resnet-50's settings
+    ({"downsample_in_bottleneck": True}, "resnet50", "v1"),  # stride on the first 1x1: the paper's
+    ({"layer_type": "basic", "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2], "num_labels": 3,
+      "id2label": {0: "cat", 1: "dog", 2: "fox"}}, "resnet18", "v1.5")])
+def test_transformers_resnet_same_outputs(tmp_path, config, model, variant):
+    """Hugging Face transformers' ResNets (microsoft/resnet-18 ... -152, their hub folders): the same
+    logits, the stride where config.json puts it, classes from id2label."""
+    net = _transformers_folder(tmp_path / "hub", **config)
+    meta = import_weights("transformers", tmp_path / "hub", tmp_path / "o.safetensors")
+    assert (meta.model, meta.kwargs["variant"]) == (model, variant)
+    assert meta.classes == (["cat", "dog", "fox"] if "id2label" in config else ["0", "1"])  # not LABEL_0, LABEL_1
+    ours, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), net(pixel_values=x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_transformers_files_that_are_not_a_resnet_classifier_are_refused(tmp_path):
+    net = _transformers_folder(tmp_path / "hub", layer_type="basic", hidden_sizes=[64, 128, 256, 512],
+                               depths=[2, 2, 2, 2])
+    torch.save(net.state_dict(), tmp_path / "pytorch_model.bin")  # the weights file alone: defaults assumed
+    meta = import_weights("transformers", tmp_path / "pytorch_model.bin", tmp_path / "o.safetensors")
+    assert meta.model == "resnet18" and "no config.json: transformers' defaults assumed" in meta.source
+    torch.save(net.resnet.state_dict(), tmp_path / "backbone.bin")  # ResNetModel: no classifier
+    with pytest.raises(WeightsError, match="a backbone without its classifier is not imported"):
+        import_weights("transformers", tmp_path / "backbone.bin", tmp_path / "o.safetensors")
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    for change, why in (({"downsample_in_first_stage": True}, "a stride in conv2_x"),
+                        ({"hidden_act": "gelu"}, "another activation than ReLU"),
+                        ({"model_type": "convnext"}, "a transformers 'convnext' model, not a ResNet")):
+        (tmp_path / "hub" / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(WeightsError, match=why):
+            import_weights("transformers", tmp_path / "hub", tmp_path / "o.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match="a folder without model.safetensors or pytorch_model.bin"):
+        import_weights("transformers", tmp_path / "empty", tmp_path / "o.safetensors")
 
 
 def test_timm_plain_resnet_from_safetensors(tmp_path):

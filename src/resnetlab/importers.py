@@ -19,6 +19,7 @@ refuses a mismatch naming the offending tensors (:func:`resnetlab.weights.check_
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import pickle
@@ -276,6 +277,71 @@ def import_torchvision(path: Path, model_name: str | None = None) -> Imported:
     model = _target(model_name, name, path, **kwargs)
     _load(model, state, path)
     return Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(kwargs["num_classes"]))
+
+
+# ----------------------------------------------------------------------------- Hugging Face transformers
+
+
+def _transformers_key(key: str) -> str:
+    """A transformers ``ResNetForImageClassification`` key -> torchvision's layout (resnetlab's)."""
+    key = key.removeprefix("resnet.").replace("classifier.1.", "fc.")
+    key = key.replace("embedder.embedder.convolution.", "conv1.").replace("embedder.embedder.normalization.", "bn1.")
+    key = re.sub(r"^encoder\.stages\.(\d)\.layers\.(\d+)\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.", key)
+    key = key.replace(".shortcut.convolution.", ".downsample.0.").replace(".shortcut.normalization.", ".downsample.1.")
+    return re.sub(r"\.layer\.(\d)\.(convolution|normalization)\.",
+                  lambda m: f".{'conv' if m[2] == 'convolution' else 'bn'}{int(m[1]) + 1}.", key)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file beside a checkpoint ({} when absent); unreadable: a WeightsError."""
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise WeightsError(f"{path}: unreadable JSON ({exc})") from None
+    if not isinstance(found, dict):
+        raise WeightsError(f"{path}: not a JSON object")
+    return found
+
+
+def import_transformers(path: Path, model_name: str | None = None) -> Imported:
+    """Hugging Face transformers' ``ResNetForImageClassification`` (``microsoft/resnet-18`` ... ``-152``):
+    a hub folder (``config.json`` beside ``model.safetensors`` or ``pytorch_model.bin``) or its weights
+    file.  ``config.json`` says where the stride is: ``downsample_in_bottleneck`` on the first 1x1 is
+    the paper's ``v1``, else (transformers' default) the 3x3's ``v1.5``; a stride in ``conv2_x``
+    (``downsample_in_first_stage``) or another activation is another network, refused.  Without
+    ``config.json`` transformers' defaults are assumed and the weights' ``source`` says so.  Classes
+    from ``id2label`` (ImageNet's 1,000 under the names every importer gives them), mean and std from
+    ``preprocessor_config.json`` (else ImageNet's)."""
+    folder = path if path.is_dir() else path.parent
+    weights = next((f for f in (folder / "model.safetensors", folder / "pytorch_model.bin") if f.is_file()),
+                   None) if path.is_dir() else path
+    if weights is None:
+        raise WeightsError(f"{path}: a folder without model.safetensors or pytorch_model.bin")
+    config = _read_json(folder / "config.json")
+    if config.get("model_type", "resnet") != "resnet":
+        raise WeightsError(f"{folder / 'config.json'}: a transformers {config['model_type']!r} model, not a ResNet")
+    for key, default, why in (("downsample_in_first_stage", False, "a stride in conv2_x"),
+                              ("hidden_act", "relu", "another activation than ReLU")):
+        if config.get(key, default) != default:
+            raise WeightsError(f"{folder / 'config.json'}: {key}={config[key]!r} is {why}: another network, refused")
+    state = {_transformers_key(k): v for k, v in read_state_dict(weights).items()}
+    if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
+        raise WeightsError(f"{weights}: not a transformers ResNetForImageClassification state dict (a backbone "
+                           f"without its classifier is not imported; first keys: {', '.join(list(state)[:3])})")
+    variant = "v1" if config.get("downsample_in_bottleneck", False) else "v1.5"
+    name, kwargs = _resnet_from_keys(state, weights, "transformers", variant)
+    model = _target(model_name, name, path, **kwargs)
+    _load(model, state, weights)
+    labels = config.get("id2label") or {}
+    named = [labels.get(str(i)) for i in range(kwargs["num_classes"])] if isinstance(labels, dict) else []
+    classes = _imagenet_classes(kwargs["num_classes"]) or (
+        named if all(isinstance(n, str) for n in named) and named != [f"LABEL_{i}" for i in range(len(named))] else None)
+    pre = _read_json(folder / "preprocessor_config.json")
+    mean, std = pre.get("image_mean", IMAGENET_MEAN), pre.get("image_std", IMAGENET_STD)
+    return Imported(model, mean, std, classes,
+                    note="" if config else "no config.json: transformers' defaults assumed (stride on the 3x3)")
 
 
 # ----------------------------------------------------------------------------- timm
@@ -689,6 +755,7 @@ IMPORTERS: dict[str, Callable[[Path, str | None], Imported]] = {
     "akamaster": import_akamaster,
     "torchvision": import_torchvision,
     "timm": import_timm,
+    "transformers": import_transformers,
     "caffe": import_caffe,
 }
 
