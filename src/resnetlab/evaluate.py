@@ -58,9 +58,9 @@ from .machine import choose_threads
 from .registry import create_model, model_info
 from .weights import WeightsMeta, load_weights
 
-__all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "Member", "evaluate", "probabilities", "check_same_classes", "center_view", "crop_views",
-           "resize_side", "dense_head", "fully_convolutional_scores", "write_report", "default_protocol", "check_protocol",
-           "load_model_or_weights", "run_eval"]
+__all__ = ["PROTOCOLS", "MULTISCALE_SIDES", "Member", "evaluate", "probabilities", "check_same_classes", "label_map",
+           "center_view", "crop_views", "resize_side", "dense_head", "fully_convolutional_scores", "write_report",
+           "default_protocol", "check_protocol", "load_model_or_weights", "run_eval"]
 
 PROTOCOLS = ("full", "center", "10crop", "multiscale")
 #: shorter sides of the multi-scale fully-convolutional test (section 3.4, Table 4)

@@ -336,8 +336,9 @@ def import_transformers(path: Path, model_name: str | None = None) -> Imported:
     _load(model, state, weights)
     labels = config.get("id2label") or {}
     named = [labels.get(str(i)) for i in range(kwargs["num_classes"])] if isinstance(labels, dict) else []
+    generic = [f"LABEL_{i}" for i in range(len(named))]  # transformers' names when a config gives none
     classes = _imagenet_classes(kwargs["num_classes"]) or (
-        named if all(isinstance(n, str) for n in named) and named != [f"LABEL_{i}" for i in range(len(named))] else None)
+        named if all(isinstance(n, str) for n in named) and named != generic else None)
     pre = _read_json(folder / "preprocessor_config.json")
     mean, std = pre.get("image_mean", IMAGENET_MEAN), pre.get("image_std", IMAGENET_STD)
     return Imported(model, mean, std, classes,

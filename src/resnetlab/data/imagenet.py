@@ -2,7 +2,7 @@
 
 An ImageNet folder names its class folders by synset id (``n01440764`` ...): a model trained on it
 numbers the classes in the sorted order of those ids (the devkit's order and an image folder's), and
-weights imported from torchvision, timm or Caffe (:mod:`resnetlab.importers`) name the same classes,
+weights imported from torchvision, timm, transformers or Caffe (:mod:`resnetlab.importers`) name the same classes,
 in the same order, in words ("tench" ...). :func:`resnetlab.evaluate.label_map` uses both to find a
 data set's classes among a model's outputs.
 """
