@@ -115,6 +115,46 @@ def test_cifar_published_archive_read_in_place(tmp_path: Path) -> None:
         open_dataset(f"cifar10={tmp_path / 'other.tar'}", "test")
 
 
+def test_cifar_binary_version_equals_the_python_batches(tmp_path: Path) -> None:
+    """The binary version its authors also publish (`cifar-10-batches-bin`: a label byte and 3,072
+    pixel bytes per record; CIFAR-100's `cifar-100-binary`: coarse and fine label bytes), as a folder
+    and as the downloaded archive: the same images, labels and classes as the python batches."""
+    import tarfile
+
+    _write_batches(tmp_path / "cifar-10-batches-py")
+    binary = tmp_path / "bin" / "cifar-10-batches-bin"
+    binary.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(tmp_path / "cifar-10-batches-py" / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        labels = np.asarray(batch[b"labels"], np.uint8)[:, None]
+        (binary / f"{name}.bin").write_bytes(np.concatenate([labels, batch[b"data"]], axis=1).tobytes())
+    (binary / "batches.meta.txt").write_text("\n".join(CIFAR10_CLASSES) + "\n\n")
+    with tarfile.open(tmp_path / "cifar-10-binary.tar.gz", "w:gz") as tar:
+        tar.add(binary, arcname="cifar-10-batches-bin")
+    for split in ("train", "val", "test"):
+        python = open_dataset(f"cifar10={tmp_path}", split)
+        for spec in (f"cifar10={tmp_path / 'bin'}", f"cifar10={binary}",
+                     f"cifar10={tmp_path / 'cifar-10-binary.tar.gz'}"):
+            other = open_dataset(spec, split)
+            assert torch.equal(other.images, python.images) and torch.equal(other.targets, python.targets)
+            assert other.classes == python.classes == list(CIFAR10_CLASSES)
+    (binary / "test_batch.bin").write_bytes((binary / "test_batch.bin").read_bytes()[:-5])
+    with pytest.raises(DataError, match=r"test_batch.bin: 61455 bytes is not a whole number of 3073-byte CIFAR"):
+        open_dataset(f"cifar10={binary}", "test")
+    # CIFAR-100: coarse label, fine label, pixels; the fine labels are the classes
+    hundred = tmp_path / "cifar-100-binary"
+    hundred.mkdir()
+    rng = np.random.default_rng(1)
+    pixels, fine = rng.integers(0, 256, (30, 3072), dtype=np.uint8), rng.integers(0, 100, 30, dtype=np.uint8)
+    for split in ("train", "test"):
+        (hundred / f"{split}.bin").write_bytes(np.concatenate([(fine // 5)[:, None], fine[:, None], pixels], 1).tobytes())
+    (hundred / "fine_label_names.txt").write_text("".join(f"class{i:03d}\n" for i in range(100)))
+    test = open_dataset(f"cifar100={tmp_path}", "test")
+    assert test.targets.tolist() == fine.tolist() and test.classes[7] == "class007"
+    assert torch.equal(test.images, torch.from_numpy(pixels).view(-1, 3, 32, 32))
+
+
 class _Boom:
     def __reduce__(self):
         return (os.system, ("touch /tmp/resnetlab-pwned",))

@@ -14,8 +14,10 @@ import copy
 import io
 import pickle
 import tarfile
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -276,11 +278,6 @@ def _synthetic(split: str, size_text: str | None) -> ImageSet:
 # ----------------------------------------------------------------------------- CIFAR
 
 
-#: name -> (the published python folder, a file it holds, the archive that holds the folder)
-CIFAR_PUBLISHED = {"cifar10": ("cifar-10-batches-py", "data_batch_1", "cifar-10-python.tar.gz"),
-                   "cifar100": ("cifar-100-python", "train", "cifar-100-python.tar.gz")}
-
-
 class _BatchUnpickler(pickle.Unpickler):
     """Reads the published CIFAR python batches without running code from the file:
     only numpy array reconstruction is allowed, anything else is refused."""
@@ -303,22 +300,72 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _load_batch(path: Path) -> dict:
+def _unpickle_batch(data: bytes, where: str) -> dict:
     try:
-        with open(path, "rb") as f:
-            return _unpickle_batch(f, str(path))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def _unpickle_batch(f: IO[bytes], where: str) -> dict:
-    try:
-        batch = _BatchUnpickler(f, encoding="latin1").load()  # as published: Python 2 pickles
+        batch = _BatchUnpickler(io.BytesIO(data), encoding="latin1").load()  # as published: Python 2 pickles
     except Exception as exc:
         raise DataError(f"{where}: not a CIFAR python batch ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(batch, dict):
         raise DataError(f"{where}: not a CIFAR python batch (no dict inside)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def _keys(name: str) -> tuple[str, str]:
+    """``(class-names key, labels key)`` of a python batch: CIFAR-100's are its 100 fine classes."""
+    return ("label_names", "labels") if name == "cifar10" else ("fine_label_names", "fine_labels")
+
+
+def _binary_batch(name: str, data: bytes, where: str) -> dict:
+    """A file of the published binary version as the python batch it equals: ``*.txt`` the class
+    names, one a line; ``*.bin`` records of the label byte(s) (CIFAR-100: coarse, then fine) and the
+    3,072 pixel bytes in the python batches' order (red plane, green, blue; each row-major)."""
+    names_key, labels_key = _keys(name)
+    if where.endswith(".txt"):
+        return {names_key: [line.strip() for line in data.decode("latin1").splitlines() if line.strip()]}
+    record = 3072 + (1 if name == "cifar10" else 2)
+    if not data or len(data) % record:
+        raise DataError(f"{where}: {len(data)} bytes is not a whole number of {record}-byte CIFAR records")
+    rows = np.frombuffer(data, np.uint8).reshape(-1, record)
+    return {"data": rows[:, record - 3072:], labels_key: rows[:, record - 3073].astype(np.int64)}
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, a dict key
+class _Layout:
+    """One published version of a CIFAR set: its folder, the archive holding it, the file that holds
+    each python batch (``data_batch_1``, ``batches.meta``, ...) and how a file's bytes become that batch."""
+
+    folder: str
+    archive: str
+    files: dict[str, str]
+    decode: Callable[[bytes, str], dict]
+
+    def file(self, batch: str) -> str:
+        return self.files.get(batch, batch)
+
+
+def _binary_files(meta: str, names: str, batches: Sequence[str]) -> dict[str, str]:
+    return {meta: names, **{batch: f"{batch}.bin" for batch in batches}}
+
+
+#: The versions of each set that its authors publish: the python batches, then the binary version.
+CIFAR_LAYOUTS: dict[str, tuple[_Layout, ...]] = {
+    "cifar10": (_Layout("cifar-10-batches-py", "cifar-10-python.tar.gz", {}, _unpickle_batch),
+                _Layout("cifar-10-batches-bin", "cifar-10-binary.tar.gz",
+                        _binary_files("batches.meta", "batches.meta.txt",
+                                      [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]),
+                        partial(_binary_batch, "cifar10"))),
+    "cifar100": (_Layout("cifar-100-python", "cifar-100-python.tar.gz", {}, _unpickle_batch),
+                 _Layout("cifar-100-binary", "cifar-100-binary.tar.gz",
+                         _binary_files("meta", "fine_label_names.txt", ["train", "test"]),
+                         partial(_binary_batch, "cifar100"))),
+}
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _batch_files(name: str, split: str) -> tuple[list[str], str]:
@@ -329,32 +376,35 @@ def _batch_files(name: str, split: str) -> tuple[list[str], str]:
 
 
 def _cifar_archive(name: str, archive: Path, split: str) -> ImageSet:
-    """The archive as published (``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``), read in
-    place: the members of ``split`` in one pass, unpickled as the folder's files are."""
-    subdir = CIFAR_PUBLISHED[name][0]
+    """An archive as published (``cifar-10-python.tar.gz``, ``cifar-10-binary.tar.gz``, and CIFAR-100's),
+    read in place: the members of ``split`` in one pass, decoded as the folder's files are."""
     files, meta_file = _batch_files(name, split)
-    wanted = {f"{subdir}/{file}" for file in [*files, meta_file]}
+    wanted = {layout: {f"{layout.folder}/{layout.file(f)}" for f in [*files, meta_file]}
+              for layout in CIFAR_LAYOUTS[name]}
+    every = set().union(*wanted.values())
     found: dict[str, bytes] = {}
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 name_in_tar = member.name.removeprefix("./")  # a repacked archive may say ./cifar-10-batches-py/
-                if name_in_tar in wanted and member.isfile():
+                if name_in_tar in every and member.isfile():
                     found[name_in_tar] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: not a readable {name} archive ({exc})") from None
-    missing = sorted(wanted - set(found))
-    if missing:
+    layout = next((layout for layout, members in wanted.items() if members <= set(found)), None)
+    if layout is None:
+        missing = sorted(wanted[CIFAR_LAYOUTS[name][0]] - set(found))
         raise DataError(f"{archive}: not the published {name} archive (no {', '.join(missing)})")
-    return _cifar_batches(name, lambda file: _unpickle_batch(io.BytesIO(found[f"{subdir}/{file}"]),
-                                                             f"{archive}:{subdir}/{file}"), split, str(archive))
+    return _cifar_batches(name, lambda file: layout.decode(found[f"{layout.folder}/{layout.file(file)}"],
+                                                           f"{archive}:{layout.folder}/{layout.file(file)}"),
+                          split, str(archive))
 
 
 def _cifar_batches(name: str, read: Callable[[str], dict], split: str, root: str) -> ImageSet:
-    """The python batches as published (``cifar-10-batches-py`` / ``cifar-100-python``), each file
-    read by ``read(name)``; ``root`` names them in messages."""
+    """The batches as published (``cifar-10-batches-py`` / ``cifar-100-python``, or the binary version
+    decoded to the same), each file read by ``read(name)``; ``root`` names them in messages."""
     files, meta_file = _batch_files(name, split)
-    names_key, label_key = ("label_names", "labels") if name == "cifar10" else ("fine_label_names", "fine_labels")
+    names_key, label_key = _keys(name)
     images, labels = [], []
     for file in files:
         batch = read(file)
@@ -399,19 +449,23 @@ def _cifar_folder(name: str, root: Path, split: str, skip_bad_images: bool) -> I
 def _cifar(name: str, root: Path, split: str, skip_bad_images: bool) -> ImageSet:
     if root.is_file():
         if not tarfile.is_tarfile(root):
-            raise DataError(f"{root}: a file that is not a tar archive; {name}=PATH takes the published archive "
-                            f"({CIFAR_PUBLISHED[name][2]}) or a folder")
+            raise DataError(f"{root}: a file that is not a tar archive; {name}=PATH takes a published archive "
+                            f"({' or '.join(layout.archive for layout in CIFAR_LAYOUTS[name])}) or a folder")
         return _cifar_archive(name, root, split)
     if not root.is_dir():
         raise DataError(f"{name} folder not found: {root}")
-    subdir, marker, _ = CIFAR_PUBLISHED[name]
-    for candidate in (root, root / subdir):
-        if (candidate / marker).is_file():
-            return _cifar_batches(name, lambda file: _load_batch(candidate / file), split, str(candidate))
+    marker = _batch_files(name, "train")[0][0]
+    for layout in CIFAR_LAYOUTS[name]:
+        for candidate in (root, root / layout.folder):
+            if (candidate / layout.file(marker)).is_file():
+                return _cifar_batches(name, lambda file: layout.decode(_read_file(candidate / layout.file(file)),
+                                                                       str(candidate / layout.file(file))),
+                                      split, str(candidate))
     if (root / "train").is_dir() or (root / "test").is_dir():
         return _cifar_folder(name, root, split, skip_bad_images)
-    raise DataError(f"{root} is neither a {subdir} python-batches folder nor an image-folder root "
-                    f"with train/<class>/* or test/<class>/*")
+    python, binary = (layout.folder for layout in CIFAR_LAYOUTS[name])
+    raise DataError(f"{root} is neither a {python} python-batches folder, a {binary} binary-version folder, nor "
+                    f"an image-folder root with train/<class>/* or test/<class>/*")
 
 
 # ----------------------------------------------------------------------------- image folders
