@@ -139,6 +139,11 @@ def test_cifar_binary_version_equals_the_python_batches(tmp_path: Path) -> None:
             other = open_dataset(spec, split)
             assert torch.equal(other.images, python.images) and torch.equal(other.targets, python.targets)
             assert other.classes == python.classes == list(CIFAR10_CLASSES)
+    with tarfile.open(tmp_path / "partial.tar", "w") as tar:  # the binary version without its class names
+        tar.add(binary / "test_batch.bin", arcname="cifar-10-batches-bin/test_batch.bin")
+    with pytest.raises(DataError, match=r"partial.tar: not the published cifar10 archive \(no "
+                                        r"cifar-10-batches-bin/batches.meta.txt\)"):
+        open_dataset(f"cifar10={tmp_path / 'partial.tar'}", "test")
     (binary / "test_batch.bin").write_bytes((binary / "test_batch.bin").read_bytes()[:-5])
     with pytest.raises(DataError, match=r"test_batch.bin: 61455 bytes is not a whole number of 3073-byte CIFAR"):
         open_dataset(f"cifar10={binary}", "test")

@@ -393,7 +393,8 @@ def _cifar_archive(name: str, archive: Path, split: str) -> ImageSet:
         raise DataError(f"{archive}: not a readable {name} archive ({exc})") from None
     layout = next((layout for layout, members in wanted.items() if members <= set(found)), None)
     if layout is None:
-        missing = sorted(wanted[CIFAR_LAYOUTS[name][0]] - set(found))
+        closest = max(wanted.values(), key=lambda members: len(members & set(found)))  # the version it nearly is
+        missing = sorted(closest - set(found))
         raise DataError(f"{archive}: not the published {name} archive (no {', '.join(missing)})")
     return _cifar_batches(name, lambda file: layout.decode(found[f"{layout.folder}/{layout.file(file)}"],
                                                            f"{archive}:{layout.folder}/{layout.file(file)}"),
