@@ -608,12 +608,13 @@ def run_eval(
     if len(dataset.classes) > len(meta.classes):
         raise DataError(f"{data} has {len(dataset.classes)} classes but {names[0]} predicts {len(meta.classes)}")
     index_of, labels = label_map(dataset.classes, meta.classes)
-    if any(pretrained for _, _, pretrained in loaded) and (index_of is not None or labels != "by name"):
-        found = (f"warning: class names of {data} differ from the weights' ({dataset.classes[:3]}... vs "
-                 f"{meta.classes[:3]}...); comparing by index" if labels == BY_INDEX
-                 else f"{data}: its {len(dataset.classes)} classes are found among the model's "
-                      f"{len(meta.classes)} outputs {labels}")
-        print(f"resnetlab: {found}", file=sys.stderr)
+    from_files = any(pretrained for _, _, pretrained in loaded)  # random weights have no classes to match
+    if from_files and labels == BY_INDEX:
+        print(f"resnetlab: warning: class names of {data} differ from the weights' ({dataset.classes[:3]}... vs "
+              f"{meta.classes[:3]}...); comparing by index", file=sys.stderr)
+    elif from_files and (index_of is not None or labels != "by name"):
+        print(f"resnetlab: {data}: its {len(dataset.classes)} classes are found among the model's "
+              f"{len(meta.classes)} outputs {labels}", file=sys.stderr)
     if index_of is not None:
         dataset = dataset.relabelled(index_of, meta.classes)
     threads_line = choose_threads(threads)
