@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -16,6 +19,7 @@ from resnetlab import create_model
 from resnetlab.cli import main
 from resnetlab.errors import WeightsError
 from resnetlab.importers import import_weights, read_state_dict, torchvision_target
+from resnetlab.pickles import Inert, load_pickle
 from resnetlab.weights import load_weights
 
 # The published test accuracy of each checkpoint (pytorch_resnet_cifar10's README: 91.73 % and 93.39 %),
@@ -306,8 +310,9 @@ def test_timm_other_variants_refused_by_name(tmp_path, keys, variant):
         import_weights("timm", tmp_path / "v.pth", tmp_path / "o.safetensors")
 
 
-class _Hostile:
-    """A pickle payload that would create a marker file when unpickled without weights_only."""
+class _Touch:
+    """Payloads that would leave a marker file if unpickled without weights_only: a method
+    (pickled as builtins.getattr), a shell command (os.system), Python source (exec)."""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -316,13 +321,96 @@ class _Hostile:
         return (Path.touch, (self.marker,))
 
 
-def test_hostile_pickle_never_runs(tmp_path):
+class _Shell(_Touch):
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Exec(_Touch):
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w')",))
+
+
+@pytest.mark.parametrize("payload, named", [(_Touch, "builtins.getattr"), (_Shell, r"(posix|nt)\.system"),
+                                            (_Exec, "builtins.exec")])
+def test_hostile_pickle_never_runs(tmp_path, payload, named):
     marker = tmp_path / "pwned"
-    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": _Hostile(marker)}, tmp_path / "evil.th")
-    with pytest.raises(WeightsError, match=r"refused: the pickle holds objects other than tensors \(loaded with "
-                                           r"weights_only=True; \S+ is not allowed\)$"):
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": payload(marker)}, tmp_path / "evil.th")
+    with pytest.raises(WeightsError, match=rf"evil.th: refused: the pickle names {named}, which a checkpoint only "
+                                           r"names to run code on load \(read with weights_only=True; nothing ran\)$"):
         import_weights("akamaster", tmp_path / "evil.th", tmp_path / "o.safetensors")
     assert not marker.exists()
+
+
+class AttributeDict(dict):
+    """Lightning's hyper-parameter dict (a dict subclass that reads keys as attributes)."""
+
+    def __getattr__(self, key):
+        return self[key]
+
+
+@dataclasses.dataclass
+class _Config:
+    depth: int = 18
+    tags: list = dataclasses.field(default_factory=lambda: ["paper"])
+
+
+class _Tripwire:
+    """A user's class whose rebuilding would leave a marker file (its __setstate__ runs on load)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __setstate__(self, state):
+        Path(state["marker"]).touch()
+
+
+def _lightning_checkpoint(net: torch.nn.Module, marker: Path) -> dict:
+    """A LightningModule's .ckpt as Lightning 2.x writes it, the net as its attribute ``model``."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    return {"epoch": 3, "global_step": 1_200, "pytorch-lightning_version": "2.5.0",
+            "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
+            "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 4, "completed": 3}}}},
+            "callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {
+                "best_model_score": torch.tensor(0.31), "dirpath": "/runs/x", "last": Path("/runs/x/last.ckpt")}},
+            "optimizer_states": [opt.state_dict()],
+            "lr_schedulers": [torch.optim.lr_scheduler.StepLR(opt, 30).state_dict()],
+            "hparams_name": "kwargs",
+            "hyper_parameters": AttributeDict(lr=0.1, config=_Config(), best=np.float64(0.69), hook=_Tripwire(marker),
+                                              loss=functools.partial(torch.nn.functional.cross_entropy,
+                                                                     label_smoothing=0.1))}
+
+
+@pytest.mark.parametrize("layout", ["lightning", "whole model", "whole DataParallel under 'model'"])
+def test_checkpoints_with_objects_import_and_nothing_runs(tmp_path, layout):
+    """A Lightning .ckpt (its hyper-parameters: an AttributeDict, functools.partial, a dataclass, a
+    numpy scalar, a class that acts when rebuilt), ``torch.save(model)`` and a DataParallel pickled
+    under ``model``: every foreign class becomes an inert stand-in, none is imported or runs, and
+    the weights import with the net's outputs. weights_only=True alone refused all three."""
+    net, _ = _torchvision_file(tmp_path, torchvision.models.resnet18, num_classes=10)
+    marker = tmp_path / "ran"
+    saved = {"lightning": lambda: _lightning_checkpoint(net, marker), "whole model": lambda: net,
+             "whole DataParallel under 'model'": lambda: {"model": torch.nn.DataParallel(net), "epoch": 2}}[layout]()
+    torch.save(saved, tmp_path / "checkpoint.ckpt")
+    with pytest.raises(Exception, match="Unsupported global"):
+        torch.load(tmp_path / "checkpoint.ckpt", weights_only=True)
+    meta = import_weights("torchvision", tmp_path / "checkpoint.ckpt", tmp_path / "o.safetensors")
+    assert meta.model == "resnet18" and len(meta.classes) == 10 and not marker.exists()
+    model, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_stand_ins_keep_what_the_pickle_gave_them(tmp_path):
+    torch.save(_lightning_checkpoint(torch.nn.Linear(2, 2), tmp_path / "ran"), tmp_path / "l.ckpt")
+    loaded = load_pickle(tmp_path / "l.ckpt")
+    hyper = loaded["hyper_parameters"]
+    assert type(hyper) is dict and hyper["lr"] == 0.1  # the dict subclass as a plain dict
+    assert isinstance(hyper["loss"], Inert) and hyper["loss"].pickled_as == "functools.partial"
+    assert hyper["loss"].state[2] == {"label_smoothing": 0.1}  # partial's (func, args, kwargs, dict)
+    assert hyper["config"].state == {"depth": 18, "tags": ["paper"]} and hyper["hook"].state["marker"]
+    assert loaded["callbacks"]["ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}"]["best_model_score"] == 0.31
+    assert not (tmp_path / "ran").exists()
 
 
 @pytest.mark.parametrize("importer, layout", [
@@ -334,7 +422,7 @@ def test_training_checkpoints_of_torchvision_and_timm_scripts_import(tmp_path, i
     """torchvision's references/classification/train.py and timm's train.py save the weights beside
     the optimizer, the epoch and their arguments, an argparse.Namespace: weights_only=True refused
     every such file ("Unsupported global: GLOBAL argparse.Namespace"). Namespace is allowed, as safe
-    to rebuild as a dict; anything else still is refused (test_hostile_pickle_never_runs)."""
+    to rebuild as a dict (other classes become inert stand-ins; code is refused: test_hostile_pickle_never_runs)."""
     net, _ = _torchvision_file(tmp_path, torchvision.models.resnet18, num_classes=10)
     torch.save(layout(net, argparse.Namespace(model="resnet18", lr=0.1, epochs=90)), tmp_path / "checkpoint.pth")
     meta = import_weights(importer, tmp_path / "checkpoint.pth", tmp_path / "o.safetensors")

@@ -9,20 +9,18 @@ One function per source maps the foreign keys onto a registered model's state di
   and ``resnetv2_50/101/152`` (pre-activation) into ``preact_resnet*``.
 - ``caffe``: the MSRA ResNet-50/101/152 ``.caffemodel`` files, read without Caffe.
 
-Foreign pickles are read only with ``torch.load(..., weights_only=True)``, which builds tensors,
-plain containers and :data:`SAFE_GLOBALS` (the ``argparse.Namespace`` of arguments that the training
-checkpoints of torchvision's and timm's scripts hold) and nothing else (safetensors files with no
-pickle at all); every import checks keys and shapes against the target model and
+Foreign pickles are read without running any of their code (:mod:`resnetlab.pickles`:
+``torch.load(..., weights_only=True)``, every class it would refuse an inert stand-in), so Lightning
+``.ckpt`` files, training checkpoints and whole pickled models give their tensors (safetensors files
+hold no pickle at all); every import checks keys and shapes against the target model and
 refuses a mismatch naming the offending tensors (:func:`resnetlab.weights.check_state_dict`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import pickle
 import re
 import struct
 import sys
@@ -41,6 +39,7 @@ from .data.imagenet import IMAGENET_WNIDS, imagenet_class_names
 from .errors import ConfigError, ResnetlabError, WeightsError
 from .models.preact_resnet import PREACT_IMAGENET_STAGES, PreActBottleneck
 from .models.resnet import DEEP_STEM_WIDTHS, IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
+from .pickles import Inert, is_module, load_pickle, module_state_dict
 from .registry import create_model, list_models
 from .weights import (WeightsMeta, check_state_dict, read_header, read_meta,
                       save_weights)
@@ -64,10 +63,14 @@ class Imported:
 
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
-    """The tensors of a foreign checkpoint: safetensors, or a torch pickle read with ``weights_only=True``.
+    """The tensors of a foreign checkpoint: safetensors, or a torch pickle read without running any of
+    its code (:func:`resnetlab.pickles.load_pickle`).
 
-    A checkpoint dict holding its weights under ``state_dict`` or ``model`` is unwrapped, and the
-    ``module.`` prefix of DataParallel is removed.  Anything else is a :class:`WeightsError`.
+    The weights are the file itself, or what it holds under ``state_dict``, ``model`` or
+    ``model_state``: a state dict, or a whole pickled ``nn.Module`` (``torch.save(model)``), read from
+    its stand-in.  The prefix every key shares is removed (a Lightning module's ``model.``, a
+    DataParallel's ``module.``, ``torch.compile``'s ``_orig_mod.``), as is a ``module.`` on some keys.
+    Anything else is a :class:`WeightsError`.
     """
     path = Path(path)
     if not path.is_file():
@@ -81,44 +84,20 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a readable checkpoint ({exc})") from None
     else:
-        obj = _torch_load(path)
+        obj = load_pickle(path)
     for key in ("state_dict", "model", "model_state"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+        if isinstance(obj, dict) and (isinstance(obj.get(key), dict) or is_module(obj.get(key))):
             obj = obj[key]
             break
+    if is_module(obj):
+        obj = module_state_dict(obj)
     if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
-        raise WeightsError(f"{path}: holds no state dict of tensors (found {type(obj).__name__})")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-#: Classes a checkpoint may hold beside its tensors: argparse.Namespace is the training arguments that
-#: torchvision's reference scripts and timm's train.py save with the weights (``args``); rebuilding one
-#: only sets attributes, so it is as safe to unpickle as a dict.
-SAFE_GLOBALS = (argparse.Namespace,)
-
-
-def _torch_load(path: Path) -> Any:
-    # weights_only=True: the unpickler only builds tensors, plain containers and SAFE_GLOBALS, so a file
-    # whose pickle would run code on load is refused before anything runs (torch>=2.6: CVE-2025-32434).
-    try:
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- the restricted unpickler fails in many ways on junk; none ran code
-        failure = exc
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (before 1.6, a pickle)
-        raise WeightsError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save, a zip archive "
-                           f"or a pickle; the file starts with {head!r})")
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(failure))  # torch's message carries terminal colour codes
-    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    reason = (f"{unsupported.group(1)} is not allowed" if unsupported
-              else text.strip().splitlines()[0] if text.strip() else "")
-    if isinstance(failure, pickle.UnpicklingError):
-        raise WeightsError(f"{path}: refused: the pickle holds objects other than tensors (loaded with "
-                           f"weights_only=True; {reason or 'unsupported object'})")
-    raise WeightsError(f"{path}: a damaged PyTorch checkpoint (torch.load: {type(failure).__name__}"
-                       f"{': ' + reason if reason else ''})")
+        found = obj.pickled_as if isinstance(obj, Inert) else type(obj).__name__
+        raise WeightsError(f"{path}: holds no state dict of tensors (found {found})")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    while len(state) > 1 and all("." in k for k in state) and len({k.split(".", 1)[0] for k in state}) == 1:
+        state = {k.split(".", 1)[1]: v for k, v in state.items()}
+    return state
 
 
 def _target(model_name: str | None, detected: str, where: Path, **kwargs: Any) -> nn.Module:

@@ -1,0 +1,156 @@
+"""Foreign torch pickles, read without running any of their code.
+
+``torch.load(..., weights_only=True)`` builds tensors and plain containers and refuses every other
+class or function a pickle names: nothing in the file can run (torch>=2.6: CVE-2025-32434).  The
+checkpoints people have name more than that: a Lightning ``.ckpt`` keeps the module's
+hyper-parameters (an ``AttributeDict``, ``functools.partial``, the user's own config classes), a
+training script keeps numpy scalars or its ``argparse.Namespace``, and ``torch.save(model)`` pickles
+the whole ``nn.Module``.  Here each such name becomes a stand-in: a fresh class of the same name
+(:class:`Inert`) that keeps the arguments and the state the pickle gives it and does nothing else.
+The real class or function is never imported, so nothing of the file runs, and the tensors come out
+as they were saved.  A pickle that names what only serves to run code (``builtins.exec``,
+``os.system``, ``subprocess.Popen``, ...: :data:`CODE_MODULES`) is refused outright, naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from .errors import WeightsError
+
+__all__ = ["SAFE_GLOBALS", "CODE_MODULES", "Inert", "load_pickle", "is_module", "module_state_dict"]
+
+#: Classes rebuilt as themselves: argparse.Namespace is the training arguments that torchvision's
+#: reference scripts and timm's train.py save with the weights (``args``); rebuilding one only sets
+#: attributes, so it is as safe to unpickle as a dict.
+SAFE_GLOBALS = (argparse.Namespace,)
+
+#: Modules whose names in a checkpoint can only mean running code on load: such a file is refused.
+#: (The stand-ins would keep them inert as well; the refusal tells the user what the file is.)
+CODE_MODULES = frozenset({"builtins", "os", "posix", "nt", "sys", "subprocess", "importlib", "runpy", "pickle",
+                          "marshal", "ctypes", "shutil", "socket", "code", "pty", "webbrowser"})
+
+_MAX_TRIES = 64  # reloads while the unpickler names classes the static scan did not see
+
+
+class Inert:
+    """The stand-in for a class or function a checkpoint names: the pickle may create or call it
+    and give it state, and it only keeps ``args`` and ``state``.  ``pickled_as`` is the name it
+    stands for."""
+
+    pickled_as: ClassVar[str] = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Inert":
+        record = super().__new__(cls)
+        record.args, record.state = args, None
+        return record
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # everything was kept by __new__
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.pickled_as}, not rebuilt>"
+
+
+def _stand_in(name: str, kind: str) -> type:
+    """A class for ``name``: an :class:`Inert` record, or for a dict or list subclass (the
+    unpickler fills those only when they are one) a plain dict / a list subclass."""
+    if kind == "dict":
+        return dict
+    module, _, qualname = name.rpartition(".")
+    base = list if kind == "list" else Inert
+    return type(qualname, (base,), {"pickled_as": name, "__module__": module, "__qualname__": qualname})
+
+
+def _global_name(text: str) -> str | None:
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if not found:
+        return None
+    return found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}"  # torch drops "builtins."
+
+
+def _admit(name: str, path: Path) -> None:
+    if name.split(".")[0] in CODE_MODULES:
+        raise WeightsError(f"{path}: refused: the pickle names {name}, which a checkpoint only names to run code on load "
+                           "(read with weights_only=True; nothing ran)")
+
+
+def _plain(exc: BaseException) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch's message carries terminal colour codes
+
+
+def load_pickle(path: Path) -> Any:
+    """What the ``torch.save`` file ``path`` holds, read with ``weights_only=True``; every class or
+    function other than tensors, plain containers and :data:`SAFE_GLOBALS` is an :class:`Inert`
+    stand-in.  A damaged file, or one that names code (:data:`CODE_MODULES`), is a
+    :class:`WeightsError`."""
+    kinds: dict[str, str] = {}
+    try:  # a static scan of the pickle (zip files); names it misses are added as the loads meet them
+        scanned = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 -- a legacy or damaged file: the load below reports it
+        scanned = []
+    for name in scanned:
+        _admit(name, path)
+        kinds[name] = "record"
+    failure: BaseException | None = None
+    text = ""
+    for _ in range(_MAX_TRIES):
+        allowed = [*SAFE_GLOBALS, *((_stand_in(name, kind), name) for name, kind in kinds.items())]
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 -- the restricted unpickler fails in many ways on junk; none ran code
+            failure, text = exc, _plain(exc)
+        name = _global_name(text)
+        if name is not None and name not in kinds:
+            _admit(name, path)
+            kinds[name] = "record"
+            continue
+        container = re.search(r"Can only (SETITEMS?|append) .*but got <class '([\w.]+)'>", text)
+        if container and kinds.get(container.group(2)) == "record":
+            kinds[container.group(2)] = "list" if container.group(1) == "append" else "dict"
+            continue
+        break
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (before 1.6, a pickle)
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save, a zip archive "
+                           f"or a pickle; the file starts with {head!r})")
+    reason = text.strip().splitlines()[0] if text.strip() else ""
+    if isinstance(failure, pickle.UnpicklingError):
+        raise WeightsError(f"{path}: refused: the pickle holds what weights_only=True cannot rebuild even as an "
+                           f"inert stand-in ({reason or 'unsupported object'})")
+    raise WeightsError(f"{path}: a damaged PyTorch checkpoint (torch.load: {type(failure).__name__}"
+                       f"{': ' + reason if reason else ''})")
+
+
+def is_module(obj: Any) -> bool:
+    """Whether ``obj`` is the stand-in of a pickled ``nn.Module`` (``torch.save(model)``)."""
+    state = obj.state if isinstance(obj, Inert) else None
+    return isinstance(state, dict) and all(isinstance(state.get(k), dict) for k in ("_parameters", "_buffers",
+                                                                                    "_modules"))
+
+
+def module_state_dict(module: Inert, prefix: str = "") -> dict[str, torch.Tensor]:
+    """What ``state_dict()`` of the pickled module would give, read from its stand-in: parameters,
+    persistent buffers and the submodules' under ``name.``."""
+    state = module.state
+    tensors: dict[str, torch.Tensor] = {}
+    transient = state.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers"):
+        for name, value in state[group].items():
+            if isinstance(value, torch.Tensor) and not (group == "_buffers" and name in transient):
+                tensors[prefix + name] = value.detach()
+    for name, child in state["_modules"].items():
+        if is_module(child):
+            tensors.update(module_state_dict(child, f"{prefix}{name}."))
+    return tensors
