@@ -92,6 +92,10 @@ def test_bad_folders_and_arguments(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(WeightsError, match="config.json: says 'resnet18'.*v1.5.*but model.safetensors holds"):
         resnetlab.from_pretrained(folder)
+    for text, reason in (("{\"architecture\": ", "unreadable JSON"), ("[1]", "not a JSON object")):
+        (folder / "config.json").write_text(text)
+        with pytest.raises(WeightsError, match=f"config.json: {reason}"):
+            resnetlab.from_pretrained(folder)
     with pytest.raises(WeightsError, match="not a model folder"):
         resnetlab.from_pretrained(tmp_path / "missing")
     with pytest.raises(WeightsError, match="no model.safetensors"):

@@ -33,7 +33,7 @@ from .evaluate import default_protocol
 from .files import atomic_write_text
 from .models.resnet import IMAGENET_WIDTHS
 from .registry import model_info
-from .weights import WeightsMeta, load_weights, read_meta, save_weights
+from .weights import WeightsMeta, load_weights, read_json_object, read_meta, save_weights
 
 __all__ = ["WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "HF_PREFIX", "save_pretrained", "from_pretrained",
            "hub_config", "pretrained_cfg", "model_card", "timm_equivalent"]
@@ -370,16 +370,11 @@ def from_pretrained(source: str | os.PathLike, *, cache_dir: str | os.PathLike |
     if not (folder / WEIGHTS_NAME).is_file():
         raise WeightsError(f"{source}: not a model folder (no {WEIGHTS_NAME})")
     model, meta = load_weights(folder / WEIGHTS_NAME, map_location=map_location)
-    config_file = folder / CONFIG_NAME
-    if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise WeightsError(f"{config_file}: not valid JSON") from None
-        said = (config.get("architecture"), config.get("kwargs")) if isinstance(config, dict) else None
-        if said != (meta.model, meta.kwargs):
-            raise WeightsError(f"{config_file}: says {said[0] if said else None!r} {said[1] if said else None}, "
-                               f"but {WEIGHTS_NAME} holds {meta.model!r} {meta.kwargs}")
+    config = read_json_object(folder / CONFIG_NAME)
+    said = (config.get("architecture"), config.get("kwargs"))
+    if config and said != (meta.model, meta.kwargs):
+        raise WeightsError(f"{folder / CONFIG_NAME}: says {said[0]!r} {said[1]}, "
+                           f"but {WEIGHTS_NAME} holds {meta.model!r} {meta.kwargs}")
     model.pretrained_cfg = pretrained_cfg(meta, model)
     model.pretrained_meta = meta
     return model

@@ -18,7 +18,6 @@ refuses a mismatch naming the offending tensors (:func:`resnetlab.weights.check_
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -41,7 +40,7 @@ from .models.preact_resnet import PREACT_IMAGENET_STAGES, PreActBottleneck
 from .models.resnet import DEEP_STEM_WIDTHS, IMAGENET_STAGES, IMAGENET_WIDTHS, Bottleneck
 from .pickles import Inert, is_module, load_pickle, module_state_dict
 from .registry import create_model, list_models
-from .weights import (WeightsMeta, check_state_dict, read_header, read_meta,
+from .weights import (WeightsMeta, check_state_dict, read_header, read_json_object, read_meta,
                       save_weights)
 
 __all__ = ["Imported", "IMPORTERS", "read_state_dict", "torchvision_target", "read_caffemodel", "caffe_state_dict",
@@ -271,19 +270,6 @@ def _transformers_key(key: str) -> str:
                   lambda m: f".{'conv' if m[2] == 'convolution' else 'bn'}{int(m[1]) + 1}.", key)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file beside a checkpoint ({} when absent); unreadable: a WeightsError."""
-    if not path.is_file():
-        return {}
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise WeightsError(f"{path}: unreadable JSON ({exc})") from None
-    if not isinstance(found, dict):
-        raise WeightsError(f"{path}: not a JSON object")
-    return found
-
-
 def import_transformers(path: Path, model_name: str | None = None) -> Imported:
     """Hugging Face transformers' ``ResNetForImageClassification`` (``microsoft/resnet-18`` ... ``-152``):
     a hub folder (``config.json`` beside ``model.safetensors`` or ``pytorch_model.bin``) or its weights
@@ -298,7 +284,7 @@ def import_transformers(path: Path, model_name: str | None = None) -> Imported:
                    None) if path.is_dir() else path
     if weights is None:
         raise WeightsError(f"{path}: a folder without model.safetensors or pytorch_model.bin")
-    config = _read_json(folder / "config.json")
+    config = read_json_object(folder / "config.json")
     if config.get("model_type", "resnet") != "resnet":
         raise WeightsError(f"{folder / 'config.json'}: a transformers {config['model_type']!r} model, not a ResNet")
     for key, default, why in (("downsample_in_first_stage", False, "a stride in conv2_x"),
@@ -318,7 +304,7 @@ def import_transformers(path: Path, model_name: str | None = None) -> Imported:
     generic = [f"LABEL_{i}" for i in range(len(named))]  # transformers' names when a config gives none
     classes = _imagenet_classes(kwargs["num_classes"]) or (
         named if all(isinstance(n, str) for n in named) and named != generic else None)
-    pre = _read_json(folder / "preprocessor_config.json")
+    pre = read_json_object(folder / "preprocessor_config.json")
     mean, std = pre.get("image_mean", IMAGENET_MEAN), pre.get("image_std", IMAGENET_STD)
     return Imported(model, mean, std, classes,
                     note="" if config else "no config.json: transformers' defaults assumed (stride on the 3x3)")

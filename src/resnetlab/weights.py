@@ -40,6 +40,7 @@ __all__ = [
     "load_weights",
     "read_meta",
     "read_header",
+    "read_json_object",
     "check_state_dict",
     "atomic_save",
 ]
@@ -190,6 +191,20 @@ def save_weights(
     WeightsMeta.from_metadata(meta.to_metadata(), where="save_weights")  # same checks as on load
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     atomic_save(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_metadata()))
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file beside a weights file (``config.json``, ``preprocessor_config.json``);
+    ``{}`` when absent; unreadable or not an object: a :class:`WeightsError`."""
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise WeightsError(f"{path}: unreadable JSON ({exc})") from None
+    if not isinstance(found, dict):
+        raise WeightsError(f"{path}: not a JSON object")
+    return found
 
 
 def read_header(path: Path) -> dict[str, Any]:
