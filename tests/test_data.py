@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import random
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from PIL import Image
 from imagefolders import write_image_folder
 from resnetlab.data import CIFAR10_CLASSES, holdout_split, open_dataset, open_train_val, stratified_sample
 from resnetlab.data import images as images_mod
+from resnetlab.data.imagenet import IMAGENET_WNIDS
 from resnetlab.errors import DataError
 
 
@@ -289,3 +293,86 @@ def test_folder_scanner_properties(tmp_path_factory: pytest.TempPathFactory, lay
     assert classes == sorted(layout)
     assert [Path(p).name for p in paths] == [f for c in classes for f in expected[c]]
     assert [classes[t] for t in targets] == [Path(p).parent.name for p in paths]
+
+
+# ----------------------------------------------------------------------------- ImageNet's flat validation folder
+
+_VAL_TRUTH = [5, 999, 0, 217, 1, 500]  # class indices (sorted synset order) of ILSVRC2012_val_00000001..6
+
+
+def _devkit_files(order: list[str]) -> tuple[bytes, bytes]:
+    """The devkit's ground truth and meta.mat, its classes numbered 1..1000 in ``order`` (the devkit's
+    own order is not the sorted one), with non-leaf synsets after them as in the real file."""
+    import scipy.io
+
+    rows = [(number, wnid, 0) for number, wnid in enumerate(order, start=1)]
+    rows += [(1001, "n00001740", 3), (1002, "n00002137", 5)]  # "entity", "abstraction": not classes
+    synsets = np.zeros((len(rows),), dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("num_children", "O")])
+    for i, row in enumerate(rows):
+        synsets[i] = row
+    meta = io.BytesIO()
+    scipy.io.savemat(meta, {"synsets": synsets})
+    truth = "".join(f"{order.index(IMAGENET_WNIDS[t]) + 1}\n" for t in _VAL_TRUTH)
+    return truth.encode(), meta.getvalue()
+
+
+def _label_file(root: Path, kind: str) -> None:
+    wnids = [IMAGENET_WNIDS[t] for t in _VAL_TRUTH]
+    if kind == "kaggle":
+        rows = [f"ILSVRC2012_val_{n:08d},{w} 1 2 30 40 {w} 5 6 7 8" for n, w in enumerate(wnids, start=1)]
+        (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(reversed(rows)) + "\n")
+    elif kind == "synset per line":
+        (root / "imagenet_2012_validation_synset_labels.txt").write_text("\n".join(wnids) + "\n")
+    elif kind == "caffe":
+        (root / "val.txt").write_text("".join(f"ILSVRC2012_val_{n:08d}.JPEG {t}\n"
+                                              for n, t in enumerate(_VAL_TRUTH, start=1)))
+    else:
+        order = list(IMAGENET_WNIDS)
+        random.Random(0).shuffle(order)
+        truth, meta = _devkit_files(order)
+        if kind == "devkit folder":
+            (root / "ILSVRC2012_devkit_t12" / "data").mkdir(parents=True)
+            (root / "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").write_bytes(truth)
+            (root / "ILSVRC2012_devkit_t12/data/meta.mat").write_bytes(meta)
+        else:
+            with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+                for name, data in (("ILSVRC2012_validation_ground_truth.txt", truth), ("meta.mat", meta)):
+                    info = tarfile.TarInfo(f"ILSVRC2012_devkit_t12/data/{name}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("kind", ["kaggle", "devkit archive", "devkit folder", "synset per line", "caffe"])
+def test_imagenet_flat_validation_folder_takes_its_published_labels(tmp_path, kind):
+    """ILSVRC2012_img_val.tar unpacks to 50,000 images in one folder: `imagenet=PATH --split val`
+    labels them from the list the user has (Kaggle's csv, the devkit with its own class numbers, a
+    synset per line, Caffe's val.txt), beside the folder or in it, or PATH naming the folder itself."""
+    (tmp_path / "val").mkdir()
+    for n in range(1, len(_VAL_TRUTH) + 1):
+        Image.new("RGB", (40, 30), (n * 30, 0, 0)).save(tmp_path / "val" / f"ILSVRC2012_val_{n:08d}.JPEG")
+    _label_file(tmp_path, kind)
+    val = open_dataset(f"imagenet={tmp_path}", "val")
+    assert val.classes == list(IMAGENET_WNIDS) and val.targets.tolist() == _VAL_TRUTH
+    image, target = val[3]
+    assert image.shape == (3, 30, 40) and target == 217
+    direct = open_dataset(f"imagenet={tmp_path / 'val'}", "val")  # the labels beside the named folder
+    assert direct.targets.tolist() == _VAL_TRUTH
+
+
+def test_imagenet_flat_validation_folder_refusals(tmp_path):
+    (tmp_path / "val").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "ILSVRC2012_val_00000007.JPEG")
+    with pytest.raises(DataError, match=r"val holds images but no class folders; labels .* come from one of "
+                                        r"LOC_val_solution.csv, ILSVRC2012_devkit_t12.tar.gz"):
+        open_dataset(f"imagenet={tmp_path}", "val")
+    _label_file(tmp_path, "synset per line")  # labels images 1..6, not 7
+    with pytest.raises(DataError, match=r"1 of 1 images have no label in .*synset_labels.txt "
+                                        r"\(first: ILSVRC2012_val_00000007.JPEG"):
+        open_dataset(f"imagenet={tmp_path}", "val")
+    (tmp_path / "imagenet_2012_validation_synset_labels.txt").write_text("n01440764\ntench\n")
+    with pytest.raises(DataError, match="'tench' is not one of ImageNet's 1,000 synset ids"):
+        open_dataset(f"imagenet={tmp_path}", "val")
+    (tmp_path / "imagenet_2012_validation_synset_labels.txt").unlink()
+    (tmp_path / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(DataError, match="ILSVRC2012_devkit_t12.tar.gz: not a readable ILSVRC-2012 devkit"):
+        open_dataset(f"imagenet={tmp_path}", "val")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import pickle
 import tarfile
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from torch.utils.data import Dataset
 
 from ..constants import CIFAR10_CLASSES
 from ..errors import DataError
-from .images import cached_decode, decode_image, scan_image_folder
+from .images import IMAGE_EXTENSIONS, cached_decode, decode_image, scan_image_folder
+from .imagenet import IMAGENET_WNIDS, val_image_number, validation_labels
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -478,12 +480,16 @@ def _image_folder(name: str, root: Path, split: str) -> ImageSet:
     if not root.is_dir():
         raise DataError(f"{name} folder not found: {root}")
     if split == "val" and not (root / "val").is_dir():
+        if name == "imagenet" and not (root / "train").is_dir() and not any(e.is_dir() for e in os.scandir(root)):
+            return _imagenet_flat_val(root)  # imagenet=PATH names the unpacked validation folder itself
         if name == "imagenet":
             raise DataError(f"{root} has no val/ folder")
         return _holdout(_image_folder(name, root, "train"), "val")
     folder = root / split
     if not folder.is_dir():
         raise DataError(f"{root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
+    if name == "imagenet" and split == "val" and not any(e.is_dir() for e in os.scandir(folder)):
+        return _imagenet_flat_val(folder)
     classes, paths, targets = scan_image_folder(folder)
     if split != "train" and (root / "train").is_dir():
         train_classes = sorted(e.name for e in (root / "train").iterdir() if e.is_dir() and not e.name.startswith("."))
@@ -491,3 +497,20 @@ def _image_folder(name: str, root: Path, split: str) -> ImageSet:
             raise DataError(f"{folder}: class folders differ from {root / 'train'} ({len(classes)} vs "
                             f"{len(train_classes)}); labels would not match")
     return ImageSet(name, classes, targets, items=paths, load=decode_image)
+
+
+def _imagenet_flat_val(folder: Path) -> ImageSet:
+    """ILSVRC-2012's validation images in one folder, as ``ILSVRC2012_img_val.tar`` unpacks, labelled
+    by a published list (:func:`~resnetlab.data.imagenet.validation_labels`); the classes are the
+    1,000 synset ids in index order, as an image folder of all of them sorts them."""
+    labels, source = validation_labels(folder)
+    files = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}) and no class folders")
+    numbers = [val_image_number(f) for f in files]
+    missing = [f for f, n in zip(files, numbers) if n not in labels]
+    if missing:
+        raise DataError(f"{folder}: {len(missing)} of {len(files)} images have no label in {source} "
+                        f"(first: {missing[0]}; expected ILSVRC2012_val_N.JPEG)")
+    return ImageSet("imagenet", list(IMAGENET_WNIDS), [labels[n] for n in numbers],  # type: ignore[index]
+                    items=[str(folder / f) for f in files], load=decode_image)

@@ -5,13 +5,25 @@ numbers the classes in the sorted order of those ids (the devkit's order and an 
 weights imported from torchvision, timm, transformers or Caffe (:mod:`resnetlab.importers`) name the same classes,
 in the same order, in words ("tench" ...). :func:`resnetlab.evaluate.label_map` uses both to find a
 data set's classes among a model's outputs.
+
+The validation images as the published ``ILSVRC2012_img_val.tar`` unpacks (50,000 files in one
+folder, no class folders) take their labels from one of :data:`VAL_LABEL_FILES`
+(:func:`validation_labels`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import re
+import tarfile
 from functools import lru_cache
+from pathlib import Path
+from typing import Callable
 
-__all__ = ["IMAGENET_WNIDS", "imagenet_class_names"]
+from ..errors import DataError
+
+__all__ = ["IMAGENET_WNIDS", "imagenet_class_names", "VAL_LABEL_FILES", "val_image_number", "validation_labels"]
 
 #: The synset ids of the 1,000 classes, in class-index order (sorted).
 IMAGENET_WNIDS: tuple[str, ...] = tuple("""
@@ -125,3 +137,100 @@ def imagenet_class_names() -> tuple[str, ...]:
     from torchvision.models import ResNet50_Weights  # torchvision's import costs a second: only when asked
 
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+_VAL_NAME = re.compile(r"ILSVRC2012_val_(\d+)")
+_DEVKIT = "ILSVRC2012_devkit_t12/data/"
+
+
+def val_image_number(name: str) -> int | None:
+    """The number of an ILSVRC-2012 validation image (``ILSVRC2012_val_00000001.JPEG`` -> 1), or None."""
+    found = _VAL_NAME.match(name)
+    return int(found.group(1)) if found else None
+
+
+def _class_index(wnid: str, where: Path) -> int:
+    index = _WNID_INDEX.get(wnid)
+    if index is None:
+        raise DataError(f"{where}: {wnid!r} is not one of ImageNet's 1,000 synset ids")
+    return index
+
+
+def _kaggle(path: Path) -> dict[int, int]:
+    labels = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            number, boxes = val_image_number(row.get("ImageId") or ""), (row.get("PredictionString") or "").split()
+            if number is None or not boxes:
+                raise DataError(f"{path}: expected rows ImageId,PredictionString (ILSVRC2012_val_N,SYNSET ...)")
+            labels[number] = _class_index(boxes[0], path)
+    return labels
+
+
+def _devkit(path: Path) -> dict[int, int]:
+    """The devkit's ground truth: one class number per image, numbered as meta.mat's leaf synsets."""
+    import scipy.io  # scipy comes with scikit-learn; only this reader needs it
+
+    names = ("ILSVRC2012_validation_ground_truth.txt", "meta.mat")
+    try:
+        if path.is_dir():
+            truth, meta = ((path / "data" / name).read_bytes() for name in names)
+        else:
+            with tarfile.open(path) as tar:
+                truth, meta = (tar.extractfile(_DEVKIT + name).read() for name in names)  # type: ignore[union-attr]
+        synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
+        devkit_wnids = {int(number): str(wnid) for number, wnid, children in
+                        zip(synsets["ILSVRC2012_ID"], synsets["WNID"], synsets["num_children"]) if int(children) == 0}
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, tarfile.TarError) as exc:
+        raise DataError(f"{path}: not a readable ILSVRC-2012 devkit (data/{names[0]} and data/{names[1]}: "
+                        f"{type(exc).__name__}: {exc})") from None
+    if sorted(devkit_wnids.values()) != list(IMAGENET_WNIDS):
+        raise DataError(f"{path}: data/meta.mat's leaf synsets are not ImageNet's 1,000 classes")
+    try:
+        return {n: _WNID_INDEX[devkit_wnids[int(c)]] for n, c in enumerate(truth.decode().split(), start=1)}
+    except (KeyError, ValueError):
+        raise DataError(f"{path}: data/{names[0]} holds numbers outside the devkit's 1..1000") from None
+
+
+def _synset_per_line(path: Path) -> dict[int, int]:
+    return {n: _class_index(wnid, path) for n, wnid in enumerate(path.read_text().split(), start=1)}
+
+
+def _caffe(path: Path) -> dict[int, int]:
+    labels = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()
+        number = val_image_number(parts[0])
+        if number is None or len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= len(IMAGENET_WNIDS):
+            raise DataError(f"{path}: expected lines 'ILSVRC2012_val_N.JPEG CLASS' with CLASS in 0..999, "
+                            f"got {line.strip()!r}")
+        labels[number] = int(parts[1])
+    return labels
+
+
+#: The files that label the validation images of one flat folder, as their sources publish them, and
+#: their readers; looked for beside that folder, then in it, in this order.
+_READERS: dict[str, Callable[[Path], dict[int, int]]] = {
+    "LOC_val_solution.csv": _kaggle,  # Kaggle's ImageNet: ImageId,PredictionString (each box's synset first)
+    "ILSVRC2012_devkit_t12.tar.gz": _devkit,  # the devkit: ground truth in its numbers, meta.mat's synsets
+    "ILSVRC2012_devkit_t12": _devkit,  # the same, unpacked
+    "imagenet_2012_validation_synset_labels.txt": _synset_per_line,  # one synset id per image, in order
+    "val.txt": _caffe,  # Caffe's ilsvrc12 list: FILE CLASS, classes numbered in sorted synset order
+}
+VAL_LABEL_FILES = tuple(_READERS)
+_WNID_INDEX = {wnid: index for index, wnid in enumerate(IMAGENET_WNIDS)}
+
+
+def validation_labels(folder: Path) -> tuple[dict[int, int], Path]:
+    """``({image number: class index}, the file read)`` for the ILSVRC-2012 validation images lying
+    in ``folder`` without class folders: the first of :data:`VAL_LABEL_FILES` beside ``folder`` or in
+    it.  None there, or an unreadable one: a :class:`DataError` that names them."""
+    for where in (folder.parent, folder):
+        for name, read in _READERS.items():
+            if (where / name).exists():
+                return read(where / name), where / name
+    raise DataError(f"{folder} holds images but no class folders; labels for ILSVRC-2012's validation images "
+                    f"come from one of {', '.join(VAL_LABEL_FILES)} beside it or in it (or sort them into "
+                    f"{folder}/<synset id>/)")
