@@ -428,3 +428,31 @@ def test_eval_of_imagenet_weights_on_a_subset_folder_matches_classes(tmp_path, c
     result = json.loads(out.out.strip().splitlines()[-1])
     assert (result["n"], result["correct"], result["labels"]) == (4, 2, how)
     assert f"its 2 classes are found among the model's 1000 outputs {how}" in out.err
+
+
+def test_eval_can_answer_only_among_the_data_sets_classes(tmp_path, capsys):
+    """ImageNet-A/R are scored with a 1,000-class model's answer restricted to their 200 classes.
+    A model whose strongest output (500) is outside a two-class folder and whose next is class 217
+    scores 0/4 over all outputs and 2/4 with --data-classes-only (top-5 among two classes: 4/4)."""
+    net = create_model("cifar_resnet20", num_classes=1000)
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.zero_()
+        net.fc.bias[500], net.fc.bias[217], net.fc.bias[3], net.fc.bias[0] = 2.0, 1.0, 0.5, -1.0  # 0: never top-5
+    weights = tmp_path / "in1k.safetensors"
+    save_weights(net, weights, mean=list(MEAN), std=list(STD), classes=list(imagenet_class_names()),
+                 input_size=(3, 32, 32))
+    for folder in (IMAGENET_WNIDS[0], IMAGENET_WNIDS[217]):
+        (tmp_path / "data" / "val" / folder).mkdir(parents=True)
+        for i in range(2):
+            TF.to_pil_image(torch.full((3, 32, 32), 60 * i, dtype=torch.uint8)).save(
+                tmp_path / "data" / "val" / folder / f"{i}.png")
+    results = []
+    for extra in ([], ["--data-classes-only"]):
+        assert main(["eval", str(weights), "--data", f"imagenet={tmp_path / 'data'}", "--split", "val", *extra]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        results.append((out[0], json.loads(out[-1])))
+    (_, everything), (line, restricted) = results
+    assert (everything["correct"], everything["top5_acc"], everything["answers_among"]) == (0, 0.5, 1000)
+    assert (restricted["correct"], restricted["top5_acc"], restricted["answers_among"]) == (2, 1.0, 2)
+    assert line.endswith("(2/4 correct, answers among its 2 classes)")

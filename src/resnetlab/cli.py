@@ -164,6 +164,9 @@ def add_eval(sub: Any) -> None:
                    help="%(choices)s (default: full for CIFAR-size models, center otherwise)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", default=None, help="folder for per_class.json and confusion.png")
+    p.add_argument("--data-classes-only", action="store_true",
+                   help="answer only among the data set's classes (ImageNet-A/R's protocol for their 200 of "
+                        "ImageNet's 1,000); default: any of the model's outputs")
     add_run_options(p)
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.set_defaults(func=cmd_eval)
@@ -172,11 +175,12 @@ def add_eval(sub: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     result = resnetlab.evaluate.run_eval(args.target, args.data, split=args.split, protocol=args.protocol,
                                          batch_size=args.batch_size, device=args.device or "auto", out_dir=args.out,
-                                         threads=args.threads or 0)
+                                         threads=args.threads or 0, data_classes_only=args.data_classes_only)
     if not args.json:
         print(f"{result['model']} on {result['dataset']}/{result['split']} ({result['protocol']}): "
               f"top-1 error {100 * result['top1_err']:.2f} %, top-5 error {100 * result['top5_err']:.2f} % "
-              f"({result['correct']}/{result['n']} correct)")
+              f"({result['correct']}/{result['n']} correct"
+              f"{', answers among its ' + str(result['answers_among']) + ' classes' if args.data_classes_only else ''})")
     _print_json(result)
 
 

@@ -411,6 +411,7 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     classes: Sequence[str] | None = None,
     skip_bad_images: bool = False,
+    among: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5 accuracy and error of ``model``, or of the ensemble ``models``, on ``dataset``
     under ``protocol`` (default: :func:`default_protocol` of the models' input size, as
@@ -429,8 +430,11 @@ def evaluate(
     ``out_dir``, per-class accuracy (``per_class.json``) and a confusion-matrix plot
     (``confusion.png``) are written there (see :func:`write_report`).  An unreadable image is a
     :class:`DataError` naming it; with ``skip_bad_images`` it is left out of ``n`` and named in
-    ``skipped``.  Returns the eval JSON keys: ``protocol n correct top1_acc top5_acc top1_err
-    top5_err`` (fractions) plus ``seconds`` (and ``skipped`` when images were).
+    ``skipped``.  ``among``: the only outputs an answer may be (the data set's classes among a
+    model's, as ImageNet-A and ImageNet-R score their 200 classes with a 1,000-class model); by
+    default every output.  Returns the eval JSON keys: ``protocol n correct top1_acc top5_acc
+    top1_err top5_err`` (fractions), ``answers_among`` (how many outputs an answer could be) and
+    ``seconds`` (and ``skipped`` when images were).
     """
     if (model is None) == (models is None):
         raise ConfigError("evaluate: give either a model (with mean and std) or models=[(model, meta), ...]")
@@ -478,10 +482,12 @@ def evaluate(
             num_classes = probs.shape[1]
             if confusion is None:
                 confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+                allowed = torch.zeros(num_classes, dtype=torch.bool)
+                allowed[list(among) if among is not None else slice(None)] = True
             if targets.max() >= num_classes or targets.min() < 0:
                 raise DataError(f"data set has class index {int(targets.max())} but the model has "
                                 f"{num_classes} outputs")
-            top = probs.topk(min(5, num_classes), dim=1).indices
+            top = probs.masked_fill(~allowed, -1.0).topk(min(5, int(allowed.sum())), dim=1).indices
             hits = top == targets[:, None]
             correct1 += int(hits[:, 0].sum())
             correct5 += int(hits.any(dim=1).sum())
@@ -502,6 +508,7 @@ def evaluate(
         "top5_acc": correct5 / seen,
         "top1_err": (seen - correct1) / seen,
         "top5_err": (seen - correct5) / seen,
+        "answers_among": int(allowed.sum()),
         "seconds": round(seconds, 3),
     }
     if skipped:
@@ -577,6 +584,7 @@ def run_eval(
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
     threads: int = 0,
+    data_classes_only: bool = False,
 ) -> dict[str, Any]:
     """``resnetlab eval``: evaluate a weights file (or a bare model name, random weights), or an
     ensemble of several, on the ``split`` of the data spec ``data``; returns the eval
@@ -588,6 +596,8 @@ def run_eval(
     refused (count) or warned about (names) on stderr.  The protocol defaults to the models'
     common default (:func:`default_protocol`).  ``threads``: CPU threads (0: the automatic
     choice of :func:`resnetlab.machine.choose_threads`), said on stderr with the progress.
+    ``data_classes_only``: an answer is one of the data set's classes, not any of the model's
+    outputs (ImageNet-A/R's published protocol for their 200 classes; see :func:`evaluate`).
     """
     names = [str(targets)] if isinstance(targets, (str, os.PathLike)) else [str(t) for t in targets]
     if not names:
@@ -620,8 +630,9 @@ def run_eval(
     threads_line = choose_threads(threads)
     if progress:
         print(f"resnetlab: evaluating on {device}, {threads_line}", file=sys.stderr)
+    among = (index_of or list(range(len(dataset.classes)))) if data_classes_only else None
     result = evaluate(models=[(model, m) for model, m, _ in loaded], dataset=dataset, protocol=protocol,
-                      batch_size=batch_size, device=device, progress=progress, out_dir=out_dir)
+                      batch_size=batch_size, device=device, progress=progress, out_dir=out_dir, among=among)
     single = len(names) == 1
     return {"model": "+".join(m.model for m in metas), "weights": names[0] if single and loaded[0][2] else None,
             "labels": labels,
