@@ -262,6 +262,34 @@ def test_timm_resnet_d_same_outputs(tmp_path):
         torch.testing.assert_close(model(x), theirs(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("safe_serialization", [True, False])
+def test_timm_hub_folder_gives_its_mean_std_and_labels(tmp_path, safe_serialization):
+    """A timm hub folder (what push_to_hf_hub uploads and huggingface_hub downloads: config.json beside
+    model.safetensors or pytorch_model.bin) imports with its pretrained_cfg mean/std and its
+    label_names; its weights file alone, with the config beside it, the same."""
+    timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")
+    from timm.models._hub import save_for_hf
+
+    torch.manual_seed(0)
+    theirs = timm.create_model("resnet18", pretrained=False, num_classes=3).eval()
+    theirs.pretrained_cfg = {**theirs.pretrained_cfg, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    save_for_hf(theirs, tmp_path / "hub", model_config={"label_names": ["cat", "dog", "eel"]},
+                safe_serialization=safe_serialization)
+    weights = tmp_path / "hub" / ("model.safetensors" if safe_serialization else "pytorch_model.bin")
+    for source in (tmp_path / "hub", weights):
+        meta = import_weights("timm", source, tmp_path / "o.safetensors")
+        assert (meta.model, meta.mean, meta.std, meta.classes) == ("resnet18", [0.5] * 3, [0.25] * 3,
+                                                                   ["cat", "dog", "eel"])
+        assert meta.source.endswith("(timm resnet18)")
+    model, _ = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), theirs(x), rtol=1e-5, atol=1e-5)
+    (tmp_path / "hub" / weights.name).unlink()
+    with pytest.raises(WeightsError, match="a folder without model.safetensors or pytorch_model.bin"):
+        import_weights("timm", tmp_path / "hub", tmp_path / "o.safetensors")
+
+
 def test_timm_resnetv2_into_preact_same_outputs(tmp_path):
     """timm's pre-activation resnetv2_50 (its real weights: resnetv2_50.a1h_in1k) -> preact_resnet50 v1.5."""
     timm = pytest.importorskip("timm", reason="timm (the dev extra) is the reference here")

@@ -23,6 +23,7 @@ import os
 import re
 import struct
 import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -260,6 +261,17 @@ def import_torchvision(path: Path, model_name: str | None = None) -> Imported:
 # ----------------------------------------------------------------------------- Hugging Face transformers
 
 
+def _hub_files(path: Path) -> tuple[Path, Path]:
+    """``(folder, weights file)`` of a Hugging Face hub folder (``model.safetensors`` or
+    ``pytorch_model.bin`` beside ``config.json``), or of a weights file and the folder it lies in."""
+    if not path.is_dir():
+        return path.parent, path
+    weights = next((f for f in (path / "model.safetensors", path / "pytorch_model.bin") if f.is_file()), None)
+    if weights is None:
+        raise WeightsError(f"{path}: a folder without model.safetensors or pytorch_model.bin")
+    return path, weights
+
+
 def _transformers_key(key: str) -> str:
     """A transformers ``ResNetForImageClassification`` key -> torchvision's layout (resnetlab's)."""
     key = key.removeprefix("resnet.").replace("classifier.1.", "fc.")
@@ -279,11 +291,7 @@ def import_transformers(path: Path, model_name: str | None = None) -> Imported:
     ``config.json`` transformers' defaults are assumed and the weights' ``source`` says so.  Classes
     from ``id2label`` (ImageNet's 1,000 under the names every importer gives them), mean and std from
     ``preprocessor_config.json`` (else ImageNet's)."""
-    folder = path if path.is_dir() else path.parent
-    weights = next((f for f in (folder / "model.safetensors", folder / "pytorch_model.bin") if f.is_file()),
-                   None) if path.is_dir() else path
-    if weights is None:
-        raise WeightsError(f"{path}: a folder without model.safetensors or pytorch_model.bin")
+    folder, weights = _hub_files(path)
     config = read_json_object(folder / "config.json")
     if config.get("model_type", "resnet") != "resnet":
         raise WeightsError(f"{folder / 'config.json'}: a transformers {config['model_type']!r} model, not a ResNet")
@@ -325,22 +333,38 @@ def import_timm(path: Path, model_name: str | None = None) -> Imported:
     """timm's ResNets in torchvision's layout (stride on the 3x3: ``v1.5``): ``resnet18..152``,
     ``resnet*c`` (deep stem) and ``resnet*d`` (deep stem, avg-pool shortcuts), ``resnext*`` and
     ``wide_resnet*``; and the pre-activation ``resnetv2_50/101/152``.  SE/ECA attention,
-    anti-aliasing and the other stems are refused by name.
+    anti-aliasing and the other stems are refused by name.  A timm hub folder (``timm/resnet50.a1_in1k``,
+    or a model saved with timm's ``push_to_hf_hub``/``save_for_hf``), or a weights file with its
+    ``config.json`` beside it, gives its ``pretrained_cfg`` mean and std and its ``label_names``.
     """
-    state = read_state_dict(path)
+    folder, weights = _hub_files(path)
+    state = read_state_dict(weights)
     if any(k.startswith("stages.") for k in state):
-        return _import_timm_resnetv2(state, path, model_name)
-    for pattern, variant, why in TIMM_REFUSED:
-        hit = next((k for k in state if re.search(pattern, k)), None)
-        if hit is not None:
-            raise WeightsError(f"{path}: timm {variant} refused: {why} (tensor {hit}); "
-                               "resnetlab builds timm's resnet*, resnet*c/d, resnext* and wide_resnet*")
-    if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
-        raise WeightsError(f"{path}: not a timm ResNet state dict (no fc.weight / layer1.0.conv1.weight)")
-    name, kwargs = _resnet_from_keys(state, path, "timm")
-    model = _target(model_name, name, path, **kwargs)
-    _load(model, state, path)
-    return Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(kwargs["num_classes"]))
+        imported = _import_timm_resnetv2(state, weights, model_name)
+    else:
+        for pattern, variant, why in TIMM_REFUSED:
+            hit = next((k for k in state if re.search(pattern, k)), None)
+            if hit is not None:
+                raise WeightsError(f"{weights}: timm {variant} refused: {why} (tensor {hit}); "
+                                   "resnetlab builds timm's resnet*, resnet*c/d, resnext* and wide_resnet*")
+        if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
+            raise WeightsError(f"{weights}: not a timm ResNet state dict (no fc.weight / layer1.0.conv1.weight)")
+        name, kwargs = _resnet_from_keys(state, weights, "timm")
+        model = _target(model_name, name, weights, **kwargs)
+        _load(model, state, weights)
+        imported = Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(kwargs["num_classes"]))
+    config = read_json_object(folder / "config.json")
+    if "architecture" not in config:  # not timm's (a transformers config.json says "architectures")
+        return imported
+    cfg = config.get("pretrained_cfg", config)  # timm's older single-level config.json holds it all
+    n = imported.model.fc.out_features
+    labels = config.get("label_names", cfg.get("label_names", cfg.get("labels")))
+    if isinstance(labels, dict):  # {class index: name}, where the indices have gaps
+        labels = [labels.get(str(i)) for i in range(n)]
+    named = isinstance(labels, list) and len(labels) == n and all(isinstance(label, str) for label in labels)
+    return dataclasses.replace(imported, mean=cfg.get("mean", imported.mean), std=cfg.get("std", imported.std),
+                               classes=imported.classes or (labels if named else None),
+                               note=f"timm {config['architecture']}")
 
 
 def _timm_resnetv2_key(key: str) -> str:
