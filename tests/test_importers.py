@@ -467,7 +467,8 @@ def test_bad_files_are_one_clear_error(tmp_path):
     _akamaster_style(create_model("cifar_resnet20"), good)
     (tmp_path / "cut.th").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     torch.save([1, 2, 3], tmp_path / "list.th")
-    for name in ("text.th", "empty.th", "cut.th", "list.th", "absent.th"):
+    torch.save({1: torch.zeros(1), 2: torch.zeros(2)}, tmp_path / "int_keys.th")
+    for name in ("text.th", "empty.th", "cut.th", "list.th", "int_keys.th", "absent.th"):
         with pytest.raises(WeightsError, match=name):
             read_state_dict(tmp_path / name)
     from safetensors.torch import save_file

@@ -91,7 +91,8 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             break
     if is_module(obj):
         obj = module_state_dict(obj)
-    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in obj.items())):
         found = obj.pickled_as if isinstance(obj, Inert) else type(obj).__name__
         raise WeightsError(f"{path}: holds no state dict of tensors (found {found})")
     state = {k.removeprefix("module."): v for k, v in obj.items()}

@@ -145,11 +145,12 @@ def module_state_dict(module: Inert, prefix: str = "") -> dict[str, torch.Tensor
     persistent buffers and the submodules' under ``name.``."""
     state = module.state
     tensors: dict[str, torch.Tensor] = {}
-    transient = state.get("_non_persistent_buffers_set") or set()
+    transient = state.get("_non_persistent_buffers_set")
+    transient = transient if isinstance(transient, (set, frozenset)) else set()
     for group in ("_parameters", "_buffers"):
         for name, value in state[group].items():
             if isinstance(value, torch.Tensor) and not (group == "_buffers" and name in transient):
-                tensors[prefix + name] = value.detach()
+                tensors[f"{prefix}{name}"] = value.detach()
     for name, child in state["_modules"].items():
         if is_module(child):
             tensors.update(module_state_dict(child, f"{prefix}{name}."))
