@@ -249,6 +249,12 @@ def test_messages_name_the_file_and_what_was_expected(tmp_path: Path, capsys) ->
     assert main(["predict", str(fake), str(text)]) == 2
     err = capsys.readouterr().err
     assert f"{fake}: not a safetensors file (expected an 8-byte header length, then a JSON header" in err
+    assert "PyTorch checkpoint" not in err
+    checkpoint = tmp_path / "resnet18.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, checkpoint)
+    assert main(["eval", str(checkpoint), "--data", "digits"]) == 2
+    assert ("it looks like a PyTorch checkpoint: convert it with `resnetlab import torchvision|timm|akamaster|"
+            "transformers FILE -o OUT.safetensors`") in capsys.readouterr().err
     assert decode_error(text) == (f"{text}: not a readable image (its 33 bytes are in none of the formats Pillow "
                                   "reads; expected JPG, JPEG, PNG, BMP, PPM, PGM, TIF, TIFF, WEBP, GIF)")
 
