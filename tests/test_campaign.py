@@ -193,6 +193,13 @@ def test_status_report_row_and_figure_come_from_the_run_folders(tmp_path):
     reference = [line for line in report.splitlines() if "[`cifar_resnet20`]" in line][1]
     check = next(line for line in report.splitlines() if "[`cifar_resnet20_seed1`]" in line)
     assert reference.endswith("| **8.61** | 9.36, 8.61-10.11 | 11.36 |") and check.endswith("| - | - | 20.35 |")
+    # past the second drop (48k), the column compares the runs at the lowest lr (49k..56k)
+    shutil.rmtree(root / "cifar_resnet20_seed1")
+    _write_run(root, "cifar_resnet20_seed1", 56_000, 0.2000, finished=False)
+    report = write_report(tmp_path / "no-experiments", results).read_text()
+    assert "evaluations after the second lr drop (48k) up to 56k, the step every run has reached |" in report
+    reference = [line for line in report.splitlines() if "[`cifar_resnet20`]" in line][1]
+    assert reference.endswith("| **8.61** | 9.36, 8.61-10.11 | 9.76 |")
     assert (root / "fig6.png").stat().st_size > 0
 
 
