@@ -12,6 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 import resnetlab.evaluate as ev
 from resnetlab import create_model
 from resnetlab.cli import main
+from resnetlab.data import open_dataset
 from resnetlab.data.imagenet import IMAGENET_WNIDS, imagenet_class_names
 from resnetlab.data.transforms import normalize
 from resnetlab.errors import ConfigError, DataError
@@ -456,3 +457,8 @@ def test_eval_can_answer_only_among_the_data_sets_classes(tmp_path, capsys):
     assert (everything["correct"], everything["top5_acc"], everything["answers_among"]) == (0, 0.5, 1000)
     assert (restricted["correct"], restricted["top5_acc"], restricted["answers_among"]) == (2, 1.0, 2)
     assert line.endswith("(2/4 correct, answers among its 2 classes)")
+    model, _ = load_weights(weights)
+    data = open_dataset(f"imagenet={tmp_path / 'data'}", "val")
+    for among in ([], [0, 1000]):
+        with pytest.raises(ConfigError, match=r"among: the answers must be outputs 0..999 \(at least one\)"):
+            evaluate(model, data, among=among, progress=False)

@@ -482,6 +482,8 @@ def evaluate(
             num_classes = probs.shape[1]
             if confusion is None:
                 confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+                if among is not None and not (among and all(0 <= i < num_classes for i in among)):
+                    raise ConfigError(f"among: the answers must be outputs 0..{num_classes - 1} (at least one)")
                 allowed = torch.zeros(num_classes, dtype=torch.bool)
                 allowed[list(among) if among is not None else slice(None)] = True
             if targets.max() >= num_classes or targets.min() < 0:

@@ -23,8 +23,7 @@ import os
 import re
 import struct
 import sys
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -363,9 +362,8 @@ def import_timm(path: Path, model_name: str | None = None) -> Imported:
     if isinstance(labels, dict):  # {class index: name}, where the indices have gaps
         labels = [labels.get(str(i)) for i in range(n)]
     named = isinstance(labels, list) and len(labels) == n and all(isinstance(label, str) for label in labels)
-    return dataclasses.replace(imported, mean=cfg.get("mean", imported.mean), std=cfg.get("std", imported.std),
-                               classes=imported.classes or (labels if named else None),
-                               note=f"timm {config['architecture']}")
+    return replace(imported, mean=cfg.get("mean", imported.mean), std=cfg.get("std", imported.std),
+                   classes=imported.classes or (labels if named else None), note=f"timm {config['architecture']}")
 
 
 def _timm_resnetv2_key(key: str) -> str:
