@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import json
@@ -17,7 +18,7 @@ import torchvision
 from conftest import shared_folder
 from resnetlab import create_model
 from resnetlab.cli import main
-from resnetlab.errors import WeightsError
+from resnetlab.errors import ConfigError, WeightsError
 from resnetlab.importers import import_weights, read_state_dict, torchvision_target
 from resnetlab.pickles import Inert, load_pickle
 from resnetlab.weights import load_weights
@@ -236,7 +237,7 @@ def test_timm_successors_detected(tmp_path, timm_name, monkeypatch):
 
     with torch.device("meta"):
         state = timm.create_model(timm_name, pretrained=False).state_dict()
-    monkeypatch.setattr(importers, "read_state_dict", lambda path: state)
+    monkeypatch.setattr(importers, "read_state_dict", lambda path, prefix=None: state)
     monkeypatch.setattr(importers, "_load", lambda model, state, where: None)  # meta tensors: names only
     name, extra = TIMM_NAMES[timm_name]
     imported = importers.import_timm(tmp_path / "m.pth")
@@ -319,7 +320,7 @@ def test_timm_resnetv2_variants_refused_by_name(tmp_path, monkeypatch, timm_name
 
     with torch.device("meta"):
         state = timm.create_model(timm_name, pretrained=False).state_dict()
-    monkeypatch.setattr(importers, "read_state_dict", lambda path: state)
+    monkeypatch.setattr(importers, "read_state_dict", lambda path, prefix=None: state)
     with pytest.raises(WeightsError, match=why):
         importers.import_timm(tmp_path / "m.pth")
 
@@ -427,6 +428,31 @@ def test_checkpoints_with_objects_import_and_nothing_runs(tmp_path, layout):
     model, _ = load_weights(tmp_path / "o.safetensors")
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(model(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_prefix_picks_the_network_among_several(tmp_path, capsys):
+    """A Lightning module with an EMA copy and a class-weighted loss: no prefix is common to every key,
+    so nothing is detected; --prefix picks the network (here the EMA copy's, as one usually wants)."""
+    net, _ = _torchvision_file(tmp_path, torchvision.models.resnet18, num_classes=10)
+    ema = copy.deepcopy(net)
+    with torch.no_grad():
+        ema.fc.bias.add_(1.0)
+    state = {**{f"model.{k}": v for k, v in net.state_dict().items()},
+             **{f"model_ema.module.{k}": v for k, v in ema.state_dict().items()},
+             "criterion.weight": torch.ones(10)}
+    torch.save({"state_dict": state, "epoch": 9}, tmp_path / "last.ckpt")
+    with pytest.raises(WeightsError, match="not a torchvision ResNet, VGG or DenseNet state dict"):
+        import_weights("torchvision", tmp_path / "last.ckpt", tmp_path / "o.safetensors")
+    assert main(["import", "torchvision", str(tmp_path / "last.ckpt"), "-o", str(tmp_path / "o.safetensors"),
+                 "--prefix", "model_ema."]) == 0
+    model, meta = load_weights(tmp_path / "o.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), ema(x), rtol=1e-5, atol=1e-5)
+    assert main(["import", "torchvision", str(tmp_path / "last.ckpt"), "-o", str(tmp_path / "o.safetensors"),
+                 "--prefix", "net."]) == 2
+    assert "no key starts with 'net.' (the keys start with criterion., model., model_ema.)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--prefix selects keys of a PyTorch or safetensors checkpoint"):
+        import_weights("caffe", tmp_path / "last.ckpt", tmp_path / "o.safetensors", prefix="model.")
 
 
 def test_stand_ins_keep_what_the_pickle_gave_them(tmp_path):

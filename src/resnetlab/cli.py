@@ -194,11 +194,15 @@ def add_import(sub: Any) -> None:
     p.add_argument("--model", default=None, help="target model (default: detected from the checkpoint)")
     p.add_argument("--mean", default=None, metavar="MEAN.binaryproto",
                    help="caffe: the per-pixel mean file (default: ResNet_mean.binaryproto beside FILE)")
+    p.add_argument("--prefix", default=None, metavar="P",
+                   help="import only the tensors whose keys start with P, without it (e.g. 'model.' of a "
+                        "checkpoint that also holds an EMA copy or a loss with weights)")
     p.set_defaults(func=cmd_import)
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    meta = resnetlab.importers.import_weights(args.source, args.file, args.out, model=args.model, mean_file=args.mean)
+    meta = resnetlab.importers.import_weights(args.source, args.file, args.out, model=args.model, mean_file=args.mean,
+                                              prefix=args.prefix)
     print(f"{args.out}: {meta.model} {meta.kwargs}, {len(meta.classes)} classes, input {list(meta.input_size)}, "
           f"source {meta.source}")
 

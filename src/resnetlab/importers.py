@@ -61,7 +61,7 @@ class Imported:
     note: str = ""  # recorded in resnetlab.source, e.g. which mean file was used
 
 
-def read_state_dict(path: str | os.PathLike) -> StateDict:
+def read_state_dict(path: str | os.PathLike, prefix: str | None = None) -> StateDict:
     """The tensors of a foreign checkpoint: safetensors, or a torch pickle read without running any of
     its code (:func:`resnetlab.pickles.load_pickle`).
 
@@ -69,7 +69,8 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     ``model_state``: a state dict, or a whole pickled ``nn.Module`` (``torch.save(model)``), read from
     its stand-in.  The prefix every key shares is removed (a Lightning module's ``model.``, a
     DataParallel's ``module.``, ``torch.compile``'s ``_orig_mod.``), as is a ``module.`` on some keys.
-    Anything else is a :class:`WeightsError`.
+    ``prefix``: only the keys under it, without it (a checkpoint holding more than the network: an
+    EMA copy, a loss with weights).  Anything else is a :class:`WeightsError`.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,6 +95,12 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
                                                   for k, v in obj.items())):
         found = obj.pickled_as if isinstance(obj, Inert) else type(obj).__name__
         raise WeightsError(f"{path}: holds no state dict of tensors (found {found})")
+    if prefix:
+        under = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
+        if not under:
+            tops = sorted({k.split(".", 1)[0] + "." for k in obj})
+            raise WeightsError(f"{path}: no key starts with {prefix!r} (the keys start with {', '.join(tops[:8])})")
+        obj = under
     state = {k.removeprefix("module."): v for k, v in obj.items()}
     while len(state) > 1 and all("." in k for k in state) and len({k.split(".", 1)[0] for k in state}) == 1:
         state = {k.split(".", 1)[1]: v for k, v in state.items()}
@@ -123,13 +130,13 @@ def _imagenet_classes(num_classes: int) -> list[str] | None:
 # ----------------------------------------------------------------------------- akamaster
 
 
-def import_akamaster(path: Path, model_name: str | None = None) -> Imported:
+def import_akamaster(path: Path, model_name: str | None = None, prefix: str | None = None) -> Imported:
     """pytorch_resnet_cifar10 checkpoints: ``conv1 bn1 layer1..3.N.{conv1,bn1,conv2,bn2} linear``.
 
     The depth is ``6n + 2`` with ``n`` the blocks of ``layer1``; shortcuts are option A (section
     4.2); inputs normalized with the ImageNet mean/std as that project did.
     """
-    state = read_state_dict(path)
+    state = read_state_dict(path, prefix)
     if "linear.weight" not in state or "layer1.0.conv1.weight" not in state:
         raise WeightsError(f"{path}: not a pytorch_resnet_cifar10 checkpoint (no linear.weight / layer1.0.conv1.weight)")
     state = {("fc." + k[len("linear."):] if k.startswith("linear.") else k): v for k, v in state.items()}
@@ -249,10 +256,10 @@ def torchvision_target(state: Mapping[str, torch.Tensor], path: Path) -> tuple[s
     return name, kwargs, state
 
 
-def import_torchvision(path: Path, model_name: str | None = None) -> Imported:
+def import_torchvision(path: Path, model_name: str | None = None, prefix: str | None = None) -> Imported:
     """torchvision ResNet, ResNeXt and Wide ResNet (into ``variant="v1.5"``), VGG and DenseNet state
     dicts; AlexNet refused."""
-    name, kwargs, state = torchvision_target(read_state_dict(path), path)
+    name, kwargs, state = torchvision_target(read_state_dict(path, prefix), path)
     model = _target(model_name, name, path, **kwargs)
     _load(model, state, path)
     return Imported(model, IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(kwargs["num_classes"]))
@@ -282,7 +289,7 @@ def _transformers_key(key: str) -> str:
                   lambda m: f".{'conv' if m[2] == 'convolution' else 'bn'}{int(m[1]) + 1}.", key)
 
 
-def import_transformers(path: Path, model_name: str | None = None) -> Imported:
+def import_transformers(path: Path, model_name: str | None = None, prefix: str | None = None) -> Imported:
     """Hugging Face transformers' ``ResNetForImageClassification`` (``microsoft/resnet-18`` ... ``-152``):
     a hub folder (``config.json`` beside ``model.safetensors`` or ``pytorch_model.bin``) or its weights
     file.  ``config.json`` says where the stride is: ``downsample_in_bottleneck`` on the first 1x1 is
@@ -299,7 +306,7 @@ def import_transformers(path: Path, model_name: str | None = None) -> Imported:
                               ("hidden_act", "relu", "another activation than ReLU")):
         if config.get(key, default) != default:
             raise WeightsError(f"{folder / 'config.json'}: {key}={config[key]!r} is {why}: another network, refused")
-    state = {_transformers_key(k): v for k, v in read_state_dict(weights).items()}
+    state = {_transformers_key(k): v for k, v in read_state_dict(weights, prefix).items()}
     if "fc.weight" not in state or "layer1.0.conv1.weight" not in state:
         raise WeightsError(f"{weights}: not a transformers ResNetForImageClassification state dict (a backbone "
                            f"without its classifier is not imported; first keys: {', '.join(list(state)[:3])})")
@@ -329,7 +336,7 @@ TIMM_REFUSED: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def import_timm(path: Path, model_name: str | None = None) -> Imported:
+def import_timm(path: Path, model_name: str | None = None, prefix: str | None = None) -> Imported:
     """timm's ResNets in torchvision's layout (stride on the 3x3: ``v1.5``): ``resnet18..152``,
     ``resnet*c`` (deep stem) and ``resnet*d`` (deep stem, avg-pool shortcuts), ``resnext*`` and
     ``wide_resnet*``; and the pre-activation ``resnetv2_50/101/152``.  SE/ECA attention,
@@ -338,7 +345,7 @@ def import_timm(path: Path, model_name: str | None = None) -> Imported:
     ``config.json`` beside it, gives its ``pretrained_cfg`` mean and std and its ``label_names``.
     """
     folder, weights = _hub_files(path)
-    state = read_state_dict(weights)
+    state = read_state_dict(weights, prefix)
     if any(k.startswith("stages.") for k in state):
         imported = _import_timm_resnetv2(state, weights, model_name)
     else:
@@ -740,7 +747,7 @@ def import_caffe(path: Path, model_name: str | None = None, mean_file: Path | No
 # ----------------------------------------------------------------------------- entry point
 
 
-IMPORTERS: dict[str, Callable[[Path, str | None], Imported]] = {
+IMPORTERS: dict[str, Callable[..., Imported]] = {
     "akamaster": import_akamaster,
     "torchvision": import_torchvision,
     "timm": import_timm,
@@ -750,22 +757,26 @@ IMPORTERS: dict[str, Callable[[Path, str | None], Imported]] = {
 
 
 def import_weights(source: str, path: str | os.PathLike, out: str | os.PathLike,
-                   model: str | None = None, mean_file: str | os.PathLike | None = None) -> WeightsMeta:
+                   model: str | None = None, mean_file: str | os.PathLike | None = None,
+                   prefix: str | None = None) -> WeightsMeta:
     """Convert the checkpoint ``path`` from ``source`` into the resnetlab weights file ``out``.
 
     ``model`` forces the target architecture (a mismatch is refused naming the tensors);
     otherwise it is detected from the keys.  ``mean_file``: the Caffe models' per-pixel mean
-    (``caffe`` only; default ``ResNet_mean.binaryproto`` beside ``path``).  Returns the
-    metadata written (its ``source`` says which mean a Caffe model subtracts).
+    (``caffe`` only; default ``ResNet_mean.binaryproto`` beside ``path``).  ``prefix``: import
+    only the tensors whose keys start with it (see :func:`read_state_dict`; not for ``caffe``).
+    Returns the metadata written (its ``source`` says which mean a Caffe model subtracts).
     """
     if source not in IMPORTERS:
         raise WeightsError(f"unknown import source {source!r}; one of {', '.join(IMPORTERS)}")
     if mean_file is not None and source != "caffe":
         raise ConfigError(f"a mean file is for caffe imports; {source} checkpoints come with their normalization")
+    if prefix and source == "caffe":
+        raise ConfigError("--prefix selects keys of a PyTorch or safetensors checkpoint; a .caffemodel names layers")
     if source == "caffe":
         imported = import_caffe(Path(path), model, Path(mean_file) if mean_file is not None else None)
     else:
-        imported = IMPORTERS[source](Path(path), model)
+        imported = IMPORTERS[source](Path(path), model, prefix)
     note = f" ({imported.note})" if imported.note else ""
     save_weights(imported.model, out, mean=imported.mean, std=imported.std, classes=imported.classes,
                  source=f"{source}:{Path(path).name}{note}")
