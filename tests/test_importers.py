@@ -362,9 +362,11 @@ class _Exec(_Touch):
 
 @pytest.mark.parametrize("payload, named", [(_Touch, "builtins.getattr"), (_Shell, r"(posix|nt)\.system"),
                                             (_Exec, "builtins.exec")])
-def test_hostile_pickle_never_runs(tmp_path, payload, named):
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy format"])
+def test_hostile_pickle_never_runs(tmp_path, payload, named, zipped):
     marker = tmp_path / "pwned"
-    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": payload(marker)}, tmp_path / "evil.th")
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": payload(marker)}, tmp_path / "evil.th",
+               _use_new_zipfile_serialization=zipped)
     with pytest.raises(WeightsError, match=rf"evil.th: refused: the pickle names {named}, which a checkpoint only "
                                            r"names to run code on load \(read with weights_only=True; nothing ran\)$"):
         import_weights("akamaster", tmp_path / "evil.th", tmp_path / "o.safetensors")

@@ -72,10 +72,11 @@ def _stand_in(name: str, kind: str) -> type:
 
 
 def _global_name(text: str) -> str | None:
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)|unsupported GLOBAL ([\w.]+) whose module", text)
     if not found:
         return None
-    return found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}"  # torch drops "builtins."
+    name = found.group(1) or found.group(2)
+    return name if "." in name else f"builtins.{name}"  # torch drops "builtins."
 
 
 def _admit(name: str, path: Path) -> None:
