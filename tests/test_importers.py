@@ -457,6 +457,14 @@ def test_prefix_picks_the_network_among_several(tmp_path, capsys):
         import_weights("caffe", tmp_path / "last.ckpt", tmp_path / "o.safetensors", prefix="model.")
 
 
+def test_whole_model_in_the_legacy_format_is_refused_with_the_way_out(tmp_path):
+    """torch's pre-1.6 format stores a pickled module's source code, which weights_only=True never reads."""
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    with pytest.raises(WeightsError, match=r"old.pth: refused: .*\(Only persistent_load of storage is allowed.*\); "
+                                           r"a whole model saved in torch's pre-1.6 format .*save its state_dict"):
+        read_state_dict(tmp_path / "old.pth")
+
+
 def test_stand_ins_keep_what_the_pickle_gave_them(tmp_path):
     torch.save(_lightning_checkpoint(torch.nn.Linear(2, 2), tmp_path / "ran"), tmp_path / "l.ckpt")
     loaded = load_pickle(tmp_path / "l.ckpt")

@@ -36,7 +36,7 @@ SAFE_GLOBALS = (argparse.Namespace,)
 CODE_MODULES = frozenset({"builtins", "os", "posix", "nt", "sys", "subprocess", "importlib", "runpy", "pickle",
                           "marshal", "ctypes", "shutil", "socket", "code", "pty", "webbrowser"})
 
-_MAX_TRIES = 64  # reloads while the unpickler names classes the static scan did not see
+_MAX_TRIES = 256  # reloads while the unpickler names classes the static scan did not see (legacy files: all)
 
 
 class Inert:
@@ -126,10 +126,14 @@ def load_pickle(path: Path) -> Any:
     if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (before 1.6, a pickle)
         raise WeightsError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save, a zip archive "
                            f"or a pickle; the file starts with {head!r})")
-    reason = text.strip().splitlines()[0] if text.strip() else ""
+    detail = text.split("WeightsUnpickler error:")[-1].strip()  # after torch's general advice, if any
+    reason = detail.splitlines()[0].strip() if detail else ""
     if isinstance(failure, pickle.UnpicklingError):
+        legacy_model = "persistent_load" in reason and head.startswith(b"\x80")
         raise WeightsError(f"{path}: refused: the pickle holds what weights_only=True cannot rebuild even as an "
-                           f"inert stand-in ({reason or 'unsupported object'})")
+                           f"inert stand-in ({reason or 'unsupported object'})" + (
+                               "; a whole model saved in torch's pre-1.6 format keeps its classes' source code: "
+                               "save its state_dict() instead" if legacy_model else ""))
     raise WeightsError(f"{path}: a damaged PyTorch checkpoint (torch.load: {type(failure).__name__}"
                        f"{': ' + reason if reason else ''})")
 
