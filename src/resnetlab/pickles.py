@@ -24,7 +24,8 @@ import torch
 
 from .errors import WeightsError
 
-__all__ = ["SAFE_GLOBALS", "CODE_MODULES", "Inert", "load_pickle", "is_module", "module_state_dict"]
+__all__ = ["SAFE_GLOBALS", "CODE_MODULES", "Inert", "written_by_torch_save", "load_pickle", "is_module",
+           "module_state_dict"]
 
 #: Classes rebuilt as themselves: argparse.Namespace is the training arguments that torchvision's
 #: reference scripts and timm's train.py save with the weights (``args``); rebuilding one only sets
@@ -59,6 +60,12 @@ class Inert:
 
     def __repr__(self) -> str:
         return f"<{self.pickled_as}, not rebuilt>"
+
+
+def written_by_torch_save(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first bytes) is what ``torch.save`` writes: a zip
+    archive, or before torch 1.6 a pickle."""
+    return head.startswith((b"PK\x03\x04", b"\x80"))
 
 
 def _stand_in(name: str, kind: str) -> type:
@@ -123,7 +130,7 @@ def load_pickle(path: Path) -> Any:
         break
     with open(path, "rb") as f:
         head = f.read(8)
-    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (before 1.6, a pickle)
+    if not written_by_torch_save(head):
         raise WeightsError(f"{path}: not a PyTorch checkpoint (expected a file written by torch.save, a zip archive "
                            f"or a pickle; the file starts with {head!r})")
     detail = text.split("WeightsUnpickler error:")[-1].strip()  # after torch's general advice, if any

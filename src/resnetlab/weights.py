@@ -30,6 +30,7 @@ from torch import nn
 from .errors import ConfigError, ResnetlabError, WeightsError
 from .files import atomic_save
 from .models.features import FeatureNet
+from .pickles import written_by_torch_save
 from .registry import create_model, model_info
 
 __all__ = [
@@ -219,12 +220,11 @@ def read_header(path: Path) -> dict[str, Any]:
                 raise WeightsError(f"{where}: not a safetensors file (only {size} bytes)")
             (n,) = struct.unpack("<Q", head)
             if n > _MAX_HEADER_BYTES:
-                pickled = head.startswith((b"PK\x03\x04", b"\x80"))  # what torch.save writes: a zip, or a pickle
                 raise WeightsError(f"{where}: not a safetensors file (expected an 8-byte header length, then a JSON "
                                    f"header; the file starts with {head!r})" + (
                                        "; it looks like a PyTorch checkpoint: convert it with `resnetlab import "
                                        "torchvision|timm|akamaster|transformers FILE -o OUT.safetensors`"
-                                       if pickled else ""))
+                                       if written_by_torch_save(head) else ""))
             if 8 + n > size:
                 raise WeightsError(f"{where}: truncated safetensors file (its header alone needs {8 + n} bytes, the "
                                    f"file has {size})")

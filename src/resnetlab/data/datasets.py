@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from ..constants import CIFAR10_CLASSES
 from ..errors import DataError
-from .images import IMAGE_EXTENSIONS, cached_decode, decode_image, scan_image_folder
+from .images import IMAGE_EXTENSIONS, cached_decode, decode_image, image_files, scan_image_folder
 from .imagenet import IMAGENET_WNIDS, val_image_number, validation_labels
 
 __all__ = [
@@ -480,7 +480,7 @@ def _image_folder(name: str, root: Path, split: str) -> ImageSet:
     if not root.is_dir():
         raise DataError(f"{name} folder not found: {root}")
     if split == "val" and not (root / "val").is_dir():
-        if name == "imagenet" and not (root / "train").is_dir() and not any(e.is_dir() for e in os.scandir(root)):
+        if name == "imagenet" and not (root / "train").is_dir() and not _has_folders(root):
             return _imagenet_flat_val(root)  # imagenet=PATH names the unpacked validation folder itself
         if name == "imagenet":
             raise DataError(f"{root} has no val/ folder")
@@ -488,7 +488,7 @@ def _image_folder(name: str, root: Path, split: str) -> ImageSet:
     folder = root / split
     if not folder.is_dir():
         raise DataError(f"{root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
-    if name == "imagenet" and split == "val" and not any(e.is_dir() for e in os.scandir(folder)):
+    if name == "imagenet" and split == "val" and not _has_folders(folder):
         return _imagenet_flat_val(folder)
     classes, paths, targets = scan_image_folder(folder)
     if split != "train" and (root / "train").is_dir():
@@ -499,12 +499,16 @@ def _image_folder(name: str, root: Path, split: str) -> ImageSet:
     return ImageSet(name, classes, targets, items=paths, load=decode_image)
 
 
+def _has_folders(folder: Path) -> bool:
+    return any(entry.is_dir() for entry in os.scandir(folder))
+
+
 def _imagenet_flat_val(folder: Path) -> ImageSet:
     """ILSVRC-2012's validation images in one folder, as ``ILSVRC2012_img_val.tar`` unpacks, labelled
     by a published list (:func:`~resnetlab.data.imagenet.validation_labels`); the classes are the
     1,000 synset ids in index order, as an image folder of all of them sorts them."""
     labels, source = validation_labels(folder)
-    files = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    files = image_files(folder)
     if not files:
         raise DataError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}) and no class folders")
     numbers = [val_image_number(f) for f in files]

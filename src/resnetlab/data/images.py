@@ -37,6 +37,7 @@ from ..files import atomic_save, atomic_write_text
 __all__ = [
     "DECODER_VERSION",
     "IMAGE_EXTENSIONS",
+    "image_files",
     "MAX_IMAGE_PIXELS",
     "scan_image_folder",
     "decode_image",
@@ -63,6 +64,12 @@ _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _DECODE_THREADS = min(4, os.cpu_count() or 1)
 
 
+def image_files(folder: str | Path) -> list[str]:
+    """The names of the image files (:data:`IMAGE_EXTENSIONS`) directly in ``folder``, sorted."""
+    return sorted(entry.name for entry in os.scandir(folder)
+                  if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS))
+
+
 def scan_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]]:
     """``(classes, paths, targets)`` of an image folder ``root/<class>/<image>``.
 
@@ -79,11 +86,7 @@ def scan_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]
     paths: list[str] = []  # str, not Path: 50k Path objects cost seconds
     targets: list[int] = []
     for index, name in enumerate(classes):
-        files = sorted(
-            entry.name
-            for entry in os.scandir(root / name)
-            if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        files = image_files(root / name)
         if not files:
             raise DataError(f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         folder = os.path.join(root, name)
